@@ -1,0 +1,1617 @@
+# smtp_duo: an SMTP submission client for MicroPython (ESP32, Pico W) and CPython.
+# A port of the Eclipse ThreadX NetX Duo SMTP Client API, without the reference's defects.
+# MIT licence. Read top-down: constants, errors, replies, the wire link, the session, the message.
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+import binascii
+import sys
+
+__version__ = "0.1.0"
+
+# ---------------------------------------------------------------------------------------------
+# Public constants. Values follow the reference where it has one (nxd_smtp_client.h).
+
+AUTH_AUTO = const(0)  # ours: strongest mechanism the server offers (see README)
+AUTH_LOGIN = const(1)
+AUTH_CRAM_MD5 = const(2)
+AUTH_PLAIN = const(3)
+AUTH_XOAUTH2 = const(8)  # ours
+AUTH_NONE = const(0xFFFF)
+
+PRIORITY_LOW = const(1)
+PRIORITY_NORMAL = const(2)
+PRIORITY_HIGH = const(4)
+
+TLS_NONE = const(0)
+TLS_STARTTLS = const(1)
+TLS_IMPLICIT = const(2)
+
+# Status values carried by SMTPError.status: the reference's NX_SMTP_* / NX_* codes.
+NO_PACKET = const(0x01)  # reference: no reply in time -> SMTPTimeoutError
+SIZE_ERROR = const(0x09)
+IP_ADDRESS_ERROR = const(0x21)  # name could not be resolved
+NOT_CONNECTED = const(0x38)  # connect failed / connection lost
+AUTHENTICATION_ERROR = const(0xA0)
+OVERSIZE_MAIL_DATA = const(0xA1)
+INVALID_SERVER_REPLY = const(0xA2)
+INTERNAL_ERROR = const(0xA3)
+SERVER_ERROR_CODE_RECEIVED = const(0xA4)
+INVALID_PARAM = const(0xA5)
+PACKET_ALLOCATE_ERROR = const(0xA6)
+GREET_REPLY_ERROR = const(0xA7)
+HELLO_REPLY_ERROR = const(0xA8)
+MAIL_REPLY_ERROR = const(0xA9)
+RCPT_REPLY_ERROR = const(0xAA)
+MESSAGE_REPLY_ERROR = const(0xAB)
+DATA_REPLY_ERROR = const(0xAC)
+AUTH_REPLY_ERROR = const(0xAD)
+SERVER_ERROR_REPLY = const(0xAE)
+TRANSMIT_ERROR = const(0xAF)
+INVALID_SERVER_CHALLENGE = const(0xB0)
+OVERSIZE_SERVER_REPLY = const(0xB1)
+
+# Limits (RFC 5321 section 4.5.3.1). Our reply caps are generous but fixed: a server cannot make
+# the client allocate without bound.
+_LINE_MAX = const(1024)  # receive buffer = longest reply line accepted, CRLF included
+_REPLY_LINES_MAX = const(100)
+_REPLY_TEXT_MAX = const(2048)  # reply text kept for errors; more lines are read but not kept
+_CMD_MAX = const(512)
+_OUT_SIZE = const(1024)
+_CHUNK = const(512)
+_TEXT_LINE_MAX = const(998)
+_QUIT_TIMEOUT = const(5)
+
+_MICROPYTHON = sys.implementation.name == "micropython"
+
+# EHLO keywords we act on, as bits.
+_X_AUTH = const(1)
+_X_SIZE = const(2)
+_X_PIPELINING = const(4)
+_X_8BITMIME = const(8)
+_X_SMTPUTF8 = const(16)
+_X_STARTTLS = const(32)
+_X_CHUNKING = const(64)
+_X_ENHANCED = const(128)
+_KEYWORDS = (
+    (b"AUTH", _X_AUTH),
+    (b"SIZE", _X_SIZE),
+    (b"PIPELINING", _X_PIPELINING),
+    (b"8BITMIME", _X_8BITMIME),
+    (b"SMTPUTF8", _X_SMTPUTF8),
+    (b"STARTTLS", _X_STARTTLS),
+    (b"CHUNKING", _X_CHUNKING),
+    (b"ENHANCEDSTATUSCODES", _X_ENHANCED),
+)
+# AUTH mechanisms, strongest first (the order AUTH_AUTO tries them in).
+_MECHS = (
+    (b"XOAUTH2", AUTH_XOAUTH2),
+    (b"CRAM-MD5", AUTH_CRAM_MD5),
+    (b"PLAIN", AUTH_PLAIN),
+    (b"LOGIN", AUTH_LOGIN),
+)
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+
+
+class SMTPError(Exception):
+    """A failed SMTP operation. `status` is the reference's status value for the failure;
+    `code`, `enhanced` and `text` come from the server's reply when there was one."""
+
+    def __init__(self, message, status, reply=None, command=None, temporary=None):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = reply.code if reply else None
+        self.enhanced = reply.enhanced if reply else None
+        self.text = reply.text if reply else None
+        self.command = command
+        if temporary is None:
+            temporary = self.code is not None and 400 <= self.code < 500
+        self.temporary = temporary
+
+    def __str__(self):
+        return self.message
+
+
+class SMTPConnectionError(SMTPError):
+    """The connection could not be made or was lost. Always temporary."""
+
+    def __init__(self, message, status=NOT_CONNECTED, command=None, reply=None):
+        SMTPError.__init__(self, message, status, reply, command, True)
+
+
+class SMTPTimeoutError(SMTPConnectionError):
+    """The server did not answer (or accept data) within `timeout` seconds."""
+
+    def __init__(self, message, command=None):
+        SMTPConnectionError.__init__(self, message, NO_PACKET, command)
+
+
+class SMTPProtocolError(SMTPError):
+    """The server's reply broke the protocol (bad syntax, too long). The connection is closed.
+    Temporary: nothing the server said refused the mail."""
+
+    def __init__(self, message, status=SERVER_ERROR_REPLY, command=None):
+        SMTPError.__init__(self, message, status, None, command, True)
+
+
+class SMTPAuthenticationError(SMTPError):
+    """Authentication failed or could not be attempted."""
+
+
+class SMTPNotSupportedError(SMTPError):
+    """The server lacks something this mail or configuration needs (AUTH, SMTPUTF8, ...)."""
+
+
+class SMTPRecipientsRefused(SMTPError):
+    """Every recipient was refused. `recipients` maps each address to the server's Reply."""
+
+    def __init__(self, message, recipients, command=None):
+        temporary = True
+        for r in recipients.values():
+            temporary = temporary and 400 <= r.code < 500
+        last = None
+        for r in recipients.values():
+            last = r
+        SMTPError.__init__(self, message, RCPT_REPLY_ERROR, last, command, temporary)
+        self.recipients = recipients
+
+
+# ---------------------------------------------------------------------------------------------
+# Replies
+
+
+class Reply:
+    """A server reply: `code` (int), `enhanced` ("2.0.0" or None) and `text` (lines joined by
+    newlines). The reply returned by mail_send also carries `refused`: recipients the server
+    refused while accepting others, mapped to their Reply."""
+
+    def __init__(self, code, text, enhanced=None):
+        self.code = code
+        self.text = text
+        self.enhanced = enhanced
+        self.refused = {}
+
+    def __iter__(self):  # code, text = reply
+        yield self.code
+        yield self.text
+
+    def __repr__(self):
+        return "Reply(%d, %r)" % (self.code, self.text)
+
+    def __str__(self):
+        if self.enhanced:
+            return "%d %s %s" % (self.code, self.enhanced, self.text)
+        return "%d %s" % (self.code, self.text)
+
+
+def _decode(b):
+    # Server text is ASCII by the RFC; never let a stray byte turn into a UnicodeError.
+    try:
+        return str(b, "utf-8")
+    except UnicodeError:
+        return "".join([chr(c) if c < 0x80 else "?" for c in b])
+
+
+def _enhanced_split(code, text):
+    # RFC 3463: "class.subject.detail", class equal to the reply's first digit.
+    sp = text.find(" ")
+    word = text if sp < 0 else text[:sp]
+    parts = word.split(".")
+    if len(parts) != 3 or parts[0] != str(code // 100):
+        return None, text
+    for p in parts:
+        if not (1 <= len(p) <= 3 and p.isdigit()):
+            return None, text
+    return word, ("" if sp < 0 else text[sp + 1 :])
+
+
+def _parse_code(line, end):
+    # RFC 5321 4.2: a code is three digits, the first 2-5 (an unknown code counts by its first
+    # digit), then SP, "-" or the end of the line. Returns (code, is_last), or (None, None).
+    if end < 3:
+        return None, None
+    a, b, c = line[0], line[1], line[2]
+    if not (0x32 <= a <= 0x35 and 0x30 <= b <= 0x39 and 0x30 <= c <= 0x39):
+        return None, None
+    code = (a - 0x30) * 100 + (b - 0x30) * 10 + (c - 0x30)
+    if end == 3:
+        return code, True
+    sep = line[3]
+    if sep == 0x20:
+        return code, True
+    if sep == 0x2D:
+        return code, False
+    return None, None
+
+
+# ---------------------------------------------------------------------------------------------
+# Clock helpers (the qemu board has no time module; deadlines are then not enforced)
+
+try:
+    import time as _time
+except ImportError:  # pragma: no cover
+    _time = None
+
+if _time is not None and hasattr(_time, "ticks_ms"):
+    _ticks_ms = _time.ticks_ms
+    _ticks_diff = _time.ticks_diff
+    _ticks_add = _time.ticks_add
+elif _time is not None:
+
+    def _ticks_ms():
+        return int(_time.monotonic() * 1000)
+
+    def _ticks_diff(a, b):
+        return a - b
+
+    def _ticks_add(a, b):
+        return a + b
+
+else:  # pragma: no cover
+
+    def _ticks_ms():
+        return 0
+
+    def _ticks_diff(a, b):
+        return 1
+
+    def _ticks_add(a, b):
+        return 0
+
+
+def _errno_of(e):
+    return e.errno if hasattr(e, "errno") and e.errno is not None else (e.args[0] if e.args else None)
+
+
+def _errno_name(n):
+    try:
+        import errno
+
+        for name in ("ECONNRESET", "ECONNREFUSED", "ECONNABORTED", "EHOSTUNREACH", "ENOTCONN",
+                     "ETIMEDOUT", "ENOMEM", "EPIPE"):
+            if getattr(errno, name, None) == n:
+                return name
+    except ImportError:
+        pass
+    return str(n)
+
+
+def _is_timeout(e):
+    if not _MICROPYTHON and isinstance(e, OSError) and type(e).__name__ in ("timeout", "TimeoutError"):
+        return True
+    try:
+        import errno
+
+        return _errno_of(e) == errno.ETIMEDOUT
+    except (ImportError, AttributeError):
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# The link: bytes to and from the server within a deadline. One class per runtime, because
+# MicroPython's readinto() on a blocking socket waits for a full buffer, and TLS objects before
+# 1.25 have no recv(): there we poll a non-blocking socket. CPython: timeouts on the socket.
+
+
+class _Link:
+    def __init__(self, sock):
+        self.sock = sock
+        if _MICROPYTHON:
+            import select
+
+            sock.setblocking(False)
+            self._poll = select.poll()
+            self._poll.register(sock, select.POLLIN)
+            self._pollin = select.POLLIN
+            self._pollout = select.POLLOUT
+            self._events = select.POLLIN
+
+    def _wait(self, event, deadline):
+        # MicroPython: wait until the socket is ready for `event` or the deadline passes.
+        if event != self._events:
+            self._poll.modify(self.sock, event)
+            self._events = event
+        left = _ticks_diff(deadline, _ticks_ms())
+        if left <= 0 or not self._poll.poll(left):
+            raise OSError(_ETIMEDOUT())
+
+    def read_into(self, mv, deadline):
+        """Read at least one byte into mv; return the count, 0 when the server closed."""
+        sock = self.sock
+        if _MICROPYTHON:
+            while True:
+                n = sock.readinto(mv)
+                if n is not None:
+                    return n
+                self._wait(self._pollin, deadline)
+        left = _ticks_diff(deadline, _ticks_ms())
+        if left <= 0:
+            raise OSError(_ETIMEDOUT())
+        sock.settimeout(left / 1000)
+        return sock.recv_into(mv)
+
+    def write(self, mv, deadline):
+        sock = self.sock
+        if _MICROPYTHON:
+            off = 0
+            end = len(mv)
+            while off < end:
+                n = sock.write(mv[off:] if off else mv)
+                if n is None:
+                    self._wait(self._pollout, deadline)
+                elif n == 0:
+                    raise OSError(_ECONNRESET())
+                else:
+                    off += n
+            return
+        left = _ticks_diff(deadline, _ticks_ms())
+        if left <= 0:
+            raise OSError(_ETIMEDOUT())
+        sock.settimeout(left / 1000)
+        sock.sendall(mv)
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def _ETIMEDOUT():
+    import errno
+
+    return errno.ETIMEDOUT
+
+
+def _ECONNRESET():
+    import errno
+
+    return errno.ECONNRESET
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument validation. Everything here runs before the first byte goes out.
+
+
+def _check_text(value, what):
+    if not isinstance(value, str):
+        raise ValueError("%s must be a str" % what)
+    for ch in value:
+        o = ord(ch)
+        if o < 0x20 and o != 0x09 or o == 0x7F:
+            raise ValueError("%s contains a control character (CR, LF, NUL, ...): %r" % (what, value))
+    return value
+
+
+def _is_ascii(s):
+    return len(s.encode()) == len(s)
+
+
+_ADDR_SPECIALS = ' <>()[],;:\\"'
+
+
+def _parse_address(value, what):
+    """'a@b', '<a@b>' or 'Name <a@b>' -> (display name or None, addr-spec)."""
+    _check_text(value, what)
+    s = value.strip()
+    name = None
+    if s.endswith(">"):
+        i = s.rfind("<")
+        if i < 0:
+            raise ValueError("%s: unbalanced '>': %r" % (what, value))
+        name = s[:i].strip()
+        if len(name) > 1 and name[0] == '"' and name[-1] == '"':
+            name = name[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+        name = name or None
+        s = s[i + 1 : -1].strip()
+    at = s.rfind("@")
+    if at <= 0 or at == len(s) - 1:
+        raise ValueError("%s is not an address like name@example.com: %r" % (what, value))
+    local, domain = s[:at], s[at + 1 :]
+    for ch in local:
+        if ch in _ADDR_SPECIALS or ch == "@" or ch == "\t":
+            raise ValueError("%s: character %r not allowed in %r" % (what, ch, value))
+    if local[0] == "." or local[-1] == "." or ".." in local:
+        raise ValueError("%s: misplaced '.' in %r" % (what, value))
+    if domain[0] == "[":
+        if domain[-1] != "]" or "[" in domain[1:] or "]" in domain[:-1]:
+            raise ValueError("%s: bad address literal in %r" % (what, value))
+    else:
+        for label in domain.split("."):
+            if not label or label[0] == "-" or label[-1] == "-":
+                raise ValueError("%s: bad domain in %r" % (what, value))
+            for ch in label:
+                if ch in _ADDR_SPECIALS or ch == "\t":
+                    raise ValueError("%s: character %r not allowed in %r" % (what, ch, value))
+    # RFC 5321 4.5.3.1: local-part 64, domain 255, path 256 octets (with the brackets).
+    if len(local.encode()) > 64 or len(domain.encode()) > 255 or len(s.encode()) > 254:
+        raise ValueError("%s is too long (RFC 5321 4.5.3.1): %r" % (what, value))
+    return name, s
+
+
+def _parse_domain(value):
+    # EHLO argument: a domain name or an address literal.
+    _check_text(value, "client_domain")
+    if not value or " " in value or "\t" in value or len(value) > 255 or not _is_ascii(value):
+        raise ValueError("client_domain must be a host name or [address literal]: %r" % value)
+    return value
+
+
+def _address_list(value, what):
+    if isinstance(value, str):
+        value = (value,)
+    if not isinstance(value, (list, tuple)):
+        raise ValueError("%s must be a str or a list/tuple of str" % what)
+    return [_parse_address(v, what) for v in value]
+
+
+# ---------------------------------------------------------------------------------------------
+# Base64 into a caller's buffer (AUTH lines, encoded-words; attachments later).
+
+
+def b64encode_into(src, dst, start=0):
+    """Write the base64 encoding of `src` into bytearray `dst` at `start`, without newlines;
+    return the end index. ValueError if `dst` is too small. Allocates only small pieces."""
+    n = len(src)
+    need = (n + 2) // 3 * 4
+    if start + need > len(dst):
+        raise ValueError("base64 buffer too small")
+    mv = memoryview(src)
+    i = 0
+    o = start
+    while i < n:
+        j = min(i + 48, n)  # 48 bytes -> 64 characters per binascii call
+        piece = binascii.b2a_base64(mv[i:j])
+        k = len(piece) - 1  # drop the newline binascii adds
+        dst[o : o + k] = piece[:k]
+        o += k
+        i = j
+    return o
+
+
+def _b64(data):
+    b = bytearray((len(data) + 2) // 3 * 4)
+    b64encode_into(data, b)
+    return bytes(b)
+
+
+def _b64decode(data, what):
+    # Strict: RFC 4954 says cancel on a challenge that is not base64.
+    try:
+        if len(data) % 4:
+            raise ValueError
+        for c in data:
+            if not (0x41 <= c <= 0x5A or 0x61 <= c <= 0x7A or 0x30 <= c <= 0x39 or c in b"+/="):
+                raise ValueError
+        return binascii.a2b_base64(data)
+    except ValueError:  # binascii.Error is a ValueError on CPython
+        raise SMTPAuthenticationError(
+            "the server's %s challenge is not base64" % what, INVALID_SERVER_CHALLENGE
+        )
+
+
+def _md5():
+    try:
+        import hashlib
+
+        if hasattr(hashlib, "md5"):
+            return hashlib.md5
+    except ImportError:
+        pass
+    # Pico W before 1.27 has no hashlib.md5: a sibling module carries a Python one.
+    from smtp_duo_md5 import md5
+
+    return md5
+
+
+def cram_md5_response(username, secret, challenge):
+    """RFC 2195: 'username hex(HMAC-MD5(secret, challenge))' (bytes, not yet base64)."""
+    md5 = _md5()
+    key = secret
+    if len(key) > 64:
+        h = md5()
+        h.update(key)
+        key = h.digest()
+    key = key + bytes(64 - len(key))
+    inner = md5()
+    inner.update(bytes([b ^ 0x36 for b in key]))
+    inner.update(challenge)
+    outer = md5()
+    outer.update(bytes([b ^ 0x5C for b in key]))
+    outer.update(inner.digest())
+    return username + b" " + binascii.hexlify(outer.digest())
+
+
+def xoauth2_string(username, token):
+    """The XOAUTH2 initial response before base64 (Google / Microsoft format)."""
+    return b"user=" + username + b"\x01auth=Bearer " + token + b"\x01\x01"
+
+
+def _bytes(v):
+    return v.encode() if isinstance(v, str) else bytes(v)
+
+
+# ---------------------------------------------------------------------------------------------
+# The client
+
+
+class SMTPClient:
+    """SMTPClient(server_address, port=None, username=None, password=None, from_address=None,
+    client_domain=None, authentication_type=AUTH_AUTO, timeout=30, tls=TLS_NONE,
+    allow_insecure_auth=False). All arguments may be given as keywords; see README."""
+
+    def __init__(
+        self,
+        server_address,
+        port=None,
+        username=None,
+        password=None,
+        from_address=None,
+        client_domain=None,
+        authentication_type=AUTH_AUTO,
+        timeout=30,
+        tls=TLS_NONE,
+        allow_insecure_auth=False,
+    ):
+        _check_text(server_address, "server_address")
+        server_address = server_address.strip()
+        if server_address.startswith("[") and server_address.endswith("]"):
+            server_address = server_address[1:-1]  # "[::1]" accepted for an IPv6 literal
+        if not server_address or " " in server_address:
+            raise ValueError("server_address must be a host name or IP address")
+        if tls not in (TLS_NONE, TLS_STARTTLS, TLS_IMPLICIT):
+            raise ValueError("tls must be TLS_NONE, TLS_STARTTLS or TLS_IMPLICIT")
+        if port is None:
+            port = 465 if tls == TLS_IMPLICIT else 587 if tls == TLS_STARTTLS else 25
+        if not isinstance(port, int) or not 0 < port < 65536:
+            raise ValueError("port must be an int from 1 to 65535")
+        if from_address is None:
+            raise ValueError("from_address is required")
+        self._from = _parse_address(from_address, "from_address")
+        if client_domain is not None:
+            client_domain = _parse_domain(client_domain)
+        if not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ValueError("timeout must be a positive number of seconds")
+        if authentication_type not in (AUTH_AUTO, AUTH_NONE, AUTH_PLAIN, AUTH_LOGIN, AUTH_CRAM_MD5,
+                                       AUTH_XOAUTH2):
+            raise ValueError("unknown authentication_type %r" % (authentication_type,))
+        if username is not None:
+            _check_text(username, "username")
+            if not username:
+                raise ValueError("username is empty")
+            if password is None:
+                raise ValueError("password is required with a username")
+            if not callable(password):
+                _check_text(password, "password")
+            if authentication_type == AUTH_NONE:
+                raise ValueError("username given but authentication_type is AUTH_NONE")
+            if tls == TLS_NONE and not allow_insecure_auth:
+                raise ValueError(
+                    "refusing to send credentials without TLS: use tls=TLS_STARTTLS or "
+                    "TLS_IMPLICIT, or allow_insecure_auth=True for a lab server"
+                )
+        elif authentication_type not in (AUTH_AUTO, AUTH_NONE):
+            raise ValueError("authentication_type needs a username and password")
+        elif password is not None:
+            raise ValueError("password given without a username")
+        if callable(password) and authentication_type not in (AUTH_AUTO, AUTH_XOAUTH2):
+            raise ValueError("a callable password is an XOAUTH2 token provider")
+
+        self.server_address = server_address
+        self.port = port
+        self.username = username
+        self._password = password
+        self.from_address = from_address
+        self.client_domain = client_domain
+        self.authentication_type = authentication_type
+        self.timeout = timeout
+        self.tls = tls
+        self.allow_insecure_auth = allow_insecure_auth
+
+        self._rbuf = bytearray(_LINE_MAX)
+        self._rmv = memoryview(self._rbuf)
+        self._obuf = bytearray(_OUT_SIZE)
+        self._cbuf = bytearray(_CHUNK)
+        self._link = None
+        self._in_session = False
+        self._reset_connection_state()
+
+    def _reset_connection_state(self):
+        self._rpos = self._rend = 0
+        self._ext = 0  # EHLO keyword bits
+        self._auth_mechs = 0  # bits of AUTH_* seen in the EHLO AUTH line
+        self._size_limit = 0
+        self._esmtp = False
+        self._dirty = False  # a transaction was started and not finished: RSET first
+        self._secure = False
+
+    # -- what the server offered (from the last EHLO) ----------------------------------------
+
+    def has_extension(self, name):
+        """True if the server's last EHLO reply listed `name` (e.g. "PIPELINING")."""
+        n = _bytes(name).upper()
+        for kw, bit in _KEYWORDS:
+            if kw == n:
+                return bool(self._ext & bit)
+        return False
+
+    @property
+    def size_limit(self):
+        """The server's SIZE limit in octets (0: none declared)."""
+        return self._size_limit
+
+    # -- sessions -------------------------------------------------------------------------------
+
+    def session(self):
+        """Context manager: one connection for several mail_send() calls.
+
+        with client.session() as s:
+            s.mail_send(...)
+        """
+        return _Session(self)
+
+    def mail_send(self, recipient_address, priority=PRIORITY_NORMAL, subject="", mail_body="",
+                  cc=(), bcc=()):
+        """Send one mail. Returns the server's final Reply; raises SMTPError on failure.
+        Invalid arguments raise ValueError before anything is sent."""
+        msg = _Message(self, recipient_address, priority, subject, mail_body, cc, bcc)
+        if self._in_session:
+            if self._link is None:
+                self._open()
+            return self._transaction(msg)
+        self._open()
+        try:
+            reply = self._transaction(msg)
+        except BaseException:
+            self._quit()
+            raise
+        self._quit()
+        return reply
+
+    # -- connection ----------------------------------------------------------------------------
+
+    def _deadline(self, seconds=None):
+        return _ticks_add(_ticks_ms(), int((self.timeout if seconds is None else seconds) * 1000))
+
+    def _open_socket(self):
+        """Connect a TCP socket to the server (tests replace this to use an in-memory server)."""
+        try:
+            import socket
+        except ImportError:
+            import usocket as socket
+        host, port = self.server_address, self.port
+        try:
+            infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+        except OSError as e:
+            raise SMTPConnectionError(
+                "cannot resolve %r (%s): is the network up and the name right?" % (host, e),
+                IP_ADDRESS_ERROR,
+            )
+        if not infos:
+            raise SMTPConnectionError("cannot resolve %r" % host, IP_ADDRESS_ERROR)
+        err = None
+        for info in infos:
+            sock = socket.socket(info[0], socket.SOCK_STREAM)
+            try:
+                sock.settimeout(self.timeout)
+                sock.connect(info[-1])
+                return sock
+            except OSError as e:
+                sock.close()
+                err = e
+        if _is_timeout(err):
+            raise SMTPTimeoutError("connecting to %s port %d timed out" % (host, port), "connect")
+        raise SMTPConnectionError(
+            "cannot connect to %s port %d: %s" % (host, port, _errno_name(_errno_of(err))),
+            command="connect",
+        )
+
+    def _open(self):
+        self._reset_connection_state()
+        sock = self._open_socket()
+        self._link = _Link(sock)
+        try:
+            self._greeting_and_hello(sock)
+            self._authenticate()
+        except BaseException:
+            self._quit()
+            raise
+
+    def _greeting_and_hello(self, sock):
+        greeting = self._read_reply("greeting")
+        if greeting.code != 220:
+            raise SMTPError(
+                "server refused the session: %s" % greeting, GREET_REPLY_ERROR, greeting, "greeting"
+            )
+        domain = self.client_domain or self._default_domain(sock)
+        self._command(b"EHLO " + domain.encode())
+        reply = self._read_reply("EHLO", self._ehlo_line)
+        if reply.code == 250:
+            self._esmtp = True
+            return
+        if reply.code in (500, 501, 502, 550):
+            # RFC 5321 3.2: an old server; HELO gives no extensions at all.
+            self._reset_extensions()
+            if self.username is not None:
+                raise SMTPNotSupportedError(
+                    "server does not support EHLO, so it cannot authenticate: %s" % reply,
+                    AUTHENTICATION_ERROR, reply, "EHLO",
+                )
+            self._command(b"HELO " + domain.encode())
+            reply = self._read_reply("HELO")
+            if reply.code == 250:
+                return
+        raise SMTPError("server refused EHLO/HELO: %s" % reply, HELLO_REPLY_ERROR, reply, "EHLO")
+
+    def _default_domain(self, sock):
+        # RFC 5321 4.1.4: without a name, the address literal of our end of the connection.
+        try:
+            addr = sock.getsockname()
+            ip = addr[0] if isinstance(addr, tuple) else None
+            if ip is None and len(addr) >= 8 and addr[0] == 2:  # unix port: raw sockaddr_in
+                ip = "%d.%d.%d.%d" % (addr[4], addr[5], addr[6], addr[7])
+            if ip:
+                return ("[IPv6:%s]" % ip) if ":" in ip else ("[%s]" % ip)
+        except (AttributeError, OSError, IndexError, TypeError):
+            pass
+        return "[127.0.0.1]"
+
+    def _reset_extensions(self):
+        self._ext = 0
+        self._auth_mechs = 0
+        self._size_limit = 0
+
+    def _ehlo_line(self, index, line, start, end):
+        # Called for every line of the EHLO reply; the first is the greeting text.
+        if index == 0:
+            self._reset_extensions()
+            return
+        words = bytes(line[start:end]).replace(b"=", b" ", 1).upper().split()
+        if not words:
+            return
+        kw = words[0]
+        for name, bit in _KEYWORDS:
+            if kw == name:
+                self._ext |= bit
+        if kw == b"AUTH":
+            for w in words[1:]:
+                for name, mech in _MECHS:
+                    if w == name:
+                        self._auth_mechs |= 1 << mech
+        elif kw == b"SIZE" and len(words) > 1 and words[1].isdigit():
+            self._size_limit = int(words[1])
+
+    def _close(self):
+        if self._link is not None:
+            self._link.close()
+            self._link = None
+        self._rpos = self._rend = 0
+
+    def _quit(self):
+        # RFC 5321 4.1.1.10: QUIT ends every session; wait briefly for 221, then close.
+        if self._link is not None:
+            try:
+                self._command(b"QUIT", min(self.timeout, _QUIT_TIMEOUT))
+                self._read_reply("QUIT", None, min(self.timeout, _QUIT_TIMEOUT))
+            except SMTPError:
+                pass
+        self._close()
+
+    # -- commands and replies ----------------------------------------------------------------
+
+    def _command(self, line, timeout=None):
+        if len(line) + 2 > _CMD_MAX:  # arguments are validated well below this
+            raise SMTPError("command line longer than %d octets" % _CMD_MAX, INTERNAL_ERROR)
+        self._send(line + b"\r\n", line.split(b" ", 1)[0].decode(), timeout)
+
+    def _send(self, data, command, timeout=None):
+        if self._link is None:
+            raise SMTPConnectionError("not connected", command=command)
+        try:
+            self._link.write(data, self._deadline(timeout))
+        except OSError as e:
+            self._close()
+            if _is_timeout(e):
+                raise SMTPTimeoutError("server did not accept data in time (%s)" % command, command)
+            raise SMTPConnectionError(
+                "connection lost while sending %s: %s" % (command, _errno_name(_errno_of(e))),
+                TRANSMIT_ERROR, command,
+            )
+
+    def _fill(self, deadline, command):
+        # Make room, then read more bytes from the server into the receive buffer.
+        if self._rpos:
+            n = self._rend - self._rpos
+            if n:
+                self._rbuf[:n] = self._rbuf[self._rpos : self._rend]
+            self._rpos, self._rend = 0, n
+        if self._rend == _LINE_MAX:
+            self._close()
+            raise SMTPProtocolError(
+                "reply line longer than %d octets to %s" % (_LINE_MAX, command), OVERSIZE_SERVER_REPLY,
+                command,
+            )
+        try:
+            n = self._link.read_into(self._rmv[self._rend :], deadline)
+        except OSError as e:
+            self._close()
+            if _is_timeout(e):
+                raise SMTPTimeoutError("no reply to %s within %ss" % (command, self.timeout), command)
+            raise SMTPConnectionError(
+                "connection lost waiting for the reply to %s: %s" % (command, _errno_name(_errno_of(e))),
+                command=command,
+            )
+        if not n:
+            self._close()
+            raise SMTPConnectionError("server closed the connection (reply to %s)" % command,
+                                      command=command)
+        self._rend += n
+
+    def _read_line(self, deadline, command):
+        # Returns the end index of the next line in the receive buffer (from self._rpos),
+        # without its line break; the caller advances self._rpos.
+        buf = self._rbuf
+        scan = self._rpos
+        while True:
+            i = buf.find(b"\n", scan, self._rend)
+            if i >= 0:
+                return i
+            scan = self._rend - self._rpos
+            self._fill(deadline, command)
+            scan += self._rpos
+
+    def _read_reply(self, command, on_line=None, timeout=None):
+        """Read one complete reply (all its lines); return a Reply. Lines are handed to
+        on_line(index, buffer, start, end) as they arrive (used for EHLO)."""
+        deadline = self._deadline(timeout)
+        code = None
+        texts = []
+        kept = 0
+        index = 0
+        while True:
+            nl = self._read_line(deadline, command)
+            start = self._rpos
+            end = nl - 1 if nl > start and self._rbuf[nl - 1] == 0x0D else nl
+            line = self._rmv[start:end]
+            c, last = _parse_code(line, end - start)
+            if c is None or (code is not None and c != code):
+                self._close()
+                raise SMTPProtocolError(
+                    "malformed reply to %s: %r" % (command, bytes(line[:80])),
+                    SERVER_ERROR_REPLY if c is None else INVALID_SERVER_REPLY, command,
+                )
+            code = c
+            if on_line is not None:
+                on_line(index, self._rbuf, start + 4, end)
+            if kept < _REPLY_TEXT_MAX:
+                t = _decode(bytes(line[4:])) if end - start > 4 else ""
+                texts.append(t)
+                kept += len(t) + 1
+            self._rpos = nl + 1
+            if self._rpos == self._rend:
+                self._rpos = self._rend = 0
+            index += 1
+            if last:
+                break
+            if index >= _REPLY_LINES_MAX:
+                self._close()
+                raise SMTPProtocolError(
+                    "reply to %s has more than %d lines" % (command, _REPLY_LINES_MAX),
+                    OVERSIZE_SERVER_REPLY, command,
+                )
+        text = "\n".join(texts)
+        enhanced = None
+        if self._ext & _X_ENHANCED and command not in ("greeting", "EHLO", "HELO") and code // 100 != 3:
+            enhanced, text = _enhanced_split(code, text)
+        reply = Reply(code, text, enhanced)
+        if code == 421 and command != "QUIT":
+            # RFC 5321 3.8: the server is going away; the connection is no longer usable.
+            self._close()
+        return reply
+
+    def _expect(self, command_line, codes_ok, status, what, error=SMTPError):
+        self._command(command_line)
+        cmd = command_line.split(b" ", 1)[0].decode()
+        reply = self._read_reply(cmd)
+        if reply.code // 100 not in codes_ok:
+            raise error("%s refused: %s" % (what, reply), status, reply, cmd)
+        return reply
+
+    # -- authentication --------------------------------------------------------------------------
+
+    def _password_bytes(self):
+        p = self._password
+        if callable(p):
+            p = p()
+            if not isinstance(p, (str, bytes)) or not p:
+                raise SMTPAuthenticationError("XOAUTH2 token provider returned no token",
+                                              AUTHENTICATION_ERROR)
+            if isinstance(p, str):
+                _check_text(p, "token")
+        return _bytes(p)
+
+    def _choose_mechanism(self):
+        offered = self._auth_mechs
+        wanted = self.authentication_type
+        if not self._ext & _X_AUTH:
+            raise SMTPNotSupportedError(
+                "credentials are configured but the server offers no AUTH (is TLS needed first?)",
+                AUTHENTICATION_ERROR, None, "AUTH",
+            )
+        if wanted == AUTH_AUTO:
+            for name, mech in _MECHS:
+                if offered & (1 << mech) and (mech == AUTH_XOAUTH2) == callable(self._password):
+                    return mech
+            raise SMTPNotSupportedError(
+                "server offers no AUTH mechanism smtp_duo supports for these credentials",
+                AUTHENTICATION_ERROR, None, "AUTH",
+            )
+        if not offered & (1 << wanted):
+            for name, mech in _MECHS:
+                if mech == wanted:
+                    raise SMTPNotSupportedError(
+                        "server does not offer AUTH %s" % name.decode(), AUTHENTICATION_ERROR, None,
+                        "AUTH",
+                    )
+        return wanted
+
+    def _authenticate(self):
+        if self.username is None:
+            return
+        if not (self._secure or self.allow_insecure_auth):
+            raise SMTPAuthenticationError(
+                "refusing to send credentials over a connection without TLS", AUTHENTICATION_ERROR
+            )
+        mech = self._choose_mechanism()
+        user = self.username.encode()
+        secret = self._password_bytes()
+        if mech == AUTH_PLAIN:
+            reply = self._auth_start(b"PLAIN", b"\0" + user + b"\0" + secret)
+        elif mech == AUTH_XOAUTH2:
+            reply = self._auth_start(b"XOAUTH2", xoauth2_string(user, secret))
+        elif mech == AUTH_LOGIN:
+            reply = self._auth_start(b"LOGIN", None)
+            if reply.code == 334:
+                self._auth_challenge(reply, "LOGIN")
+                reply = self._auth_respond(_b64(user))
+            if reply.code == 334:
+                self._auth_challenge(reply, "LOGIN")
+                reply = self._auth_respond(_b64(secret))
+        else:
+            reply = self._auth_start(b"CRAM-MD5", None)
+            if reply.code == 334:
+                challenge = self._auth_challenge(reply, "CRAM-MD5")
+                reply = self._auth_respond(_b64(cram_md5_response(user, secret, challenge)))
+        if reply.code == 334 and mech == AUTH_XOAUTH2:
+            # Failure details come as a base64 JSON challenge; answer with an empty line.
+            detail = self._auth_challenge(reply, "XOAUTH2")
+            reply = self._auth_respond(b"")
+            reply.text = reply.text + "\n" + _decode(detail)
+        elif reply.code == 334:
+            # More challenges than the mechanism has: cancel (RFC 4954 4).
+            reply = self._auth_respond(b"*")
+        if reply.code != 235:
+            raise SMTPAuthenticationError("authentication failed: %s" % reply, AUTH_REPLY_ERROR,
+                                          reply, "AUTH")
+
+    def _auth_start(self, name, initial):
+        # RFC 4954 4: the initial response goes on the AUTH line if the line fits 512 octets.
+        if initial is not None:
+            ir = _b64(initial) if initial else b"="
+            line = b"AUTH " + name + b" " + ir
+            if len(line) + 2 <= _CMD_MAX:
+                return self._auth_send(line)
+        reply = self._auth_send(b"AUTH " + name)
+        if initial is not None and reply.code == 334:
+            reply = self._auth_respond(_b64(initial) if initial else b"")
+        return reply
+
+    def _auth_send(self, line):
+        self._send(line + b"\r\n", "AUTH")
+        return self._read_reply("AUTH")
+
+    def _auth_respond(self, line):
+        # Responses may exceed 512 octets (long OAuth tokens); RFC 4954 allows 12288.
+        self._send(line + b"\r\n", "AUTH")
+        return self._read_reply("AUTH")
+
+    def _auth_challenge(self, reply, what):
+        data = reply.text.encode().strip()
+        try:
+            return _b64decode(data, what)
+        except SMTPAuthenticationError:
+            self._auth_respond(b"*")  # cancel, then report
+            raise
+
+    # -- the mail transaction ------------------------------------------------------------------
+
+    def _transaction(self, msg):
+        if self._dirty:
+            self._dirty = False
+            reply = self._expect(b"RSET", (2,), SERVER_ERROR_CODE_RECEIVED, "RSET")
+        msg.negotiate(self)
+        params = b""
+        if msg.size is not None and self._ext & _X_SIZE:
+            params += b" SIZE=%d" % msg.size
+        if msg.eight_bit:
+            params += b" BODY=8BITMIME"
+        if msg.utf8:
+            params += b" SMTPUTF8"
+        self._dirty = True
+        self._command(b"MAIL FROM:<" + msg.sender + b">" + params)
+        reply = self._read_reply("MAIL")
+        if reply.code // 100 != 2:
+            if reply.code == 530:
+                raise SMTPAuthenticationError(
+                    "server requires authentication: %s" % reply, MAIL_REPLY_ERROR, reply, "MAIL"
+                )
+            raise SMTPError("sender refused: %s" % reply, MAIL_REPLY_ERROR, reply, "MAIL")
+        refused = {}
+        accepted = 0
+        for rcpt in msg.recipients:
+            self._command(b"RCPT TO:<" + rcpt.encode() + b">")
+            reply = self._read_reply("RCPT")
+            if reply.code // 100 == 2:
+                accepted += 1
+            else:
+                refused[rcpt] = reply
+                if self._link is None:  # 421: server gone
+                    raise SMTPRecipientsRefused("server closed during RCPT: %s" % reply, refused,
+                                                "RCPT")
+        if not accepted:
+            raise SMTPRecipientsRefused("all recipients refused", refused, "RCPT")
+        reply = self._read_data_reply()
+        try:
+            msg.write(self)
+        except SMTPError:
+            raise
+        except BaseException:
+            # The body source failed: never send the terminator, so the server drops the
+            # half message when the connection closes.
+            self._close()
+            raise
+        reply = self._read_reply("DATA")  # the final reply to the message
+        self._dirty = False
+        if reply.code // 100 != 2:
+            raise SMTPError("message refused: %s" % reply, MESSAGE_REPLY_ERROR, reply, "DATA")
+        reply.refused = refused
+        return reply
+
+    def _read_data_reply(self):
+        self._command(b"DATA")
+        reply = self._read_reply("DATA")
+        if reply.code != 354:
+            raise SMTPError("DATA refused: %s" % reply, DATA_REPLY_ERROR, reply, "DATA")
+        return reply
+
+
+class _Session:
+    def __init__(self, client):
+        self.client = client
+
+    def __enter__(self):
+        c = self.client
+        if c._in_session:
+            raise ValueError("a session is already open on this client")
+        c._open()
+        c._in_session = True
+        return c
+
+    def __exit__(self, *exc):
+        c = self.client
+        c._in_session = False
+        c._quit()
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# The message: headers and body, streamed through the client's fixed buffers.
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_PRIORITY_HEADERS = {
+    PRIORITY_HIGH: (b"1 (Highest)", b"high"),
+    PRIORITY_NORMAL: (b"3 (Normal)", b"normal"),
+    PRIORITY_LOW: (b"5 (Lowest)", b"low"),
+}
+# A clock before this year is taken as unset (boards boot at 1970 or 2000 without NTP).
+CLOCK_VALID_FROM_YEAR = 2024
+_msg_counter = 0
+
+
+def date_header(t=None):
+    """RFC 5322 date for UTC tuple `t` (time.gmtime() when None); None if the clock is unset."""
+    if t is None:
+        if _time is None:
+            return None
+        t = _time.gmtime()
+    if t[0] < CLOCK_VALID_FROM_YEAR:
+        return None
+    return "%s, %02d %s %04d %02d:%02d:%02d +0000" % (
+        _DAYS[t[6]], t[2], _MONTHS[t[1] - 1], t[0], t[3], t[4], t[5])
+
+
+def _random_hex(n):
+    try:
+        import os
+
+        return binascii.hexlify(os.urandom(n)).decode()
+    except (ImportError, AttributeError, NotImplementedError):
+        import random
+
+        return "".join(["%02x" % random.getrandbits(8) for _ in range(n)])
+
+
+def _message_id(domain):
+    global _msg_counter
+    _msg_counter += 1
+    return "<%s.%d@%s>" % (_random_hex(8), _msg_counter, domain)
+
+
+def _encoded_words(b):
+    # RFC 2047 B-encoding in words of at most 39 octets (64 characters), never splitting a
+    # UTF-8 sequence, so every line holding a word stays within 76 characters.
+    words = []
+    i = 0
+    n = len(b)
+    while i < n:
+        j = min(i + 39, n)
+        while j < n and (b[j] & 0xC0) == 0x80:
+            j -= 1
+        words.append(b"=?utf-8?B?" + _b64(b[i:j]) + b"?=")
+        i = j
+    return words
+
+
+def _phrase_tokens(text):
+    """Header text (Subject, display name) as foldable tokens: plain words when the text is
+    printable ASCII with short words, encoded-words otherwise."""
+    if not text:
+        return []
+    b = text.encode()
+    words = b.split(b" ")
+    plain = len(b) == len(text) and b"=?" not in b
+    if plain:
+        for w in words:
+            if len(w) > 66:
+                plain = False
+    return words if plain else _encoded_words(b)
+
+
+def _display_name_tokens(name):
+    tokens = _phrase_tokens(name)
+    if tokens and tokens[0][:2] != b"=?":
+        for ch in '()<>[]:;@\\,."':
+            if ch in name:  # RFC 5322 specials: a quoted-string (or encoded-words if long)
+                if len(name) > 60:
+                    return _encoded_words(name.encode())
+                return [b'"' + name.replace("\\", "\\\\").replace('"', '\\"').encode() + b'"']
+    return tokens
+
+
+def _mailbox_tokens(name, addr):
+    if name is None:
+        return [addr.encode()]
+    return _display_name_tokens(name) + [b"<" + addr.encode() + b">"]
+
+
+class _Message:
+    """A validated mail ready to stream. Holds no copy of the body."""
+
+    def __init__(self, client, to, priority, subject, body, cc, bcc):
+        if priority not in _PRIORITY_HEADERS:
+            raise ValueError("priority must be PRIORITY_LOW, PRIORITY_NORMAL or PRIORITY_HIGH")
+        self.priority = priority
+        _check_text(subject, "subject")
+        self.to = _address_list(to, "recipient_address")
+        self.cc = _address_list(cc, "cc")
+        bcc = _address_list(bcc, "bcc")
+        seen = []
+        for name, addr in self.to + self.cc + bcc:
+            if addr not in seen:
+                seen.append(addr)
+        if not seen:
+            raise ValueError("no recipient given")
+        self.recipients = seen
+        self.from_name, from_addr = client._from
+        self.sender = from_addr.encode()
+        self.utf8 = not _is_ascii(from_addr)
+        for a in seen:
+            if not _is_ascii(a):
+                self.utf8 = True
+        self.subject = _phrase_tokens(subject)
+        domain = client.client_domain
+        if not domain or domain[0] == "[":
+            domain = from_addr[from_addr.rfind("@") + 1 :]
+        self.message_id = _message_id(domain)
+        self.date = date_header()
+        self.body = _Body(body, client._cbuf)
+        self.size = None
+        self.eight_bit = False
+        self.cte = None
+
+    def negotiate(self, client):
+        """Decide the transfer encoding and size from what this server offered."""
+        if self.utf8 and not client._ext & _X_SMTPUTF8:
+            raise SMTPNotSupportedError(
+                "a non-ASCII address needs the server's SMTPUTF8 extension, which it does not offer",
+                INVALID_PARAM, None, "MAIL",
+            )
+        st = self.body.stats
+        ext8 = bool(client._ext & _X_8BITMIME)
+        if st is not None and not st.nul and st.longest <= _TEXT_LINE_MAX:
+            if not st.eight_bit:
+                self.cte = b"7bit"
+            elif ext8:
+                self.cte = b"8bit"
+        if self.cte is None:
+            self.cte = b"quoted-printable"
+        self.eight_bit = ext8 and (self.cte == b"8bit" or self.utf8)
+        self.size = None
+        if st is not None:
+            counter = _Count()
+            self.write_headers(counter)
+            if self.cte == b"quoted-printable":
+                self.body.stream(_QP(counter))
+            else:
+                counter.n += st.size
+            self.size = counter.n
+            limit = client._size_limit
+            if limit and self.size > limit:
+                raise SMTPError(
+                    "message of %d octets exceeds the server's SIZE limit of %d" % (self.size, limit),
+                    OVERSIZE_MAIL_DATA, None, "MAIL", False,
+                )
+
+    def write_headers(self, out):
+        if self.date:
+            _header(out, b"Date", [self.date.encode()])
+        _header(out, b"From", _mailbox_tokens(self.from_name, self.sender.decode()))
+        if self.to:
+            _address_header(out, b"To", self.to)
+        elif not self.cc:
+            _header(out, b"To", [b"undisclosed-recipients:;"])
+        if self.cc:
+            _address_header(out, b"Cc", self.cc)
+        _header(out, b"Subject", self.subject)
+        _header(out, b"Message-ID", [self.message_id.encode()])
+        _header(out, b"MIME-Version", [b"1.0"])
+        _header(out, b"Content-Type", [b"text/plain;", b"charset=utf-8"])
+        _header(out, b"Content-Transfer-Encoding", [self.cte])
+        xp, imp = _PRIORITY_HEADERS[self.priority]
+        _header(out, b"X-Priority", [xp])
+        _header(out, b"Importance", [imp])
+        out.put(b"\r\n")
+
+    def write(self, client):
+        out = _Out(client)
+        self.write_headers(out)
+        self.body.stream(_QP(out) if self.cte == b"quoted-printable" else _Plain(out))
+        out.terminate()
+
+
+def _address_header(out, name, mailboxes):
+    tokens = []
+    for i, (n, a) in enumerate(mailboxes):
+        t = _mailbox_tokens(n, a)
+        if i < len(mailboxes) - 1:
+            t[-1] = t[-1] + b","
+        tokens.extend(t)
+    _header(out, name, tokens)
+
+
+def _header(out, name, tokens):
+    # Tokens are separated by single spaces and folded (CRLF before the space) at 76 columns.
+    out.put(name)
+    out.put(b":")
+    col = len(name) + 1
+    first = True
+    for t in tokens:
+        if not first and t and col + 1 + len(t) > 76:
+            out.put(b"\r\n")
+            col = 0
+        out.put(b" ")
+        out.put(t)
+        col += 1 + len(t)
+        first = False
+    out.put(b"\r\n")
+
+
+# -- body sources --------------------------------------------------------------------------------
+
+
+class _Stats:
+    # What a pass over known content found: decides 7bit / 8bit / quoted-printable and SIZE.
+    def __init__(self):
+        self.size = 0
+        self.longest = 0
+        self.eight_bit = False
+        self.nul = False
+        self.line = 0
+
+    def seg(self, data, i, j):
+        if j > i:
+            if self.line == 0 and data[i] == 0x2E:
+                self.line = 1  # the stuffed dot counts towards the wire line length
+            piece = memoryview(data)[i:j]
+            self.line += j - i
+            self.size += j - i
+            if max(piece) >= 0x80:
+                self.eight_bit = True
+            if min(piece) == 0:
+                self.nul = True
+
+    def eol(self):
+        if self.line > self.longest:
+            self.longest = self.line
+        self.line = 0
+        self.size += 2
+
+    def end(self):
+        if self.line:  # RFC 5321 4.1.1.4: a missing final CRLF is added
+            self.eol()
+
+
+class _Body:
+    """The mail body as chunks of bytes. Content that can be read twice (in RAM, a list of
+    chunks, a seekable file) is scanned first; a one-shot stream is sent quoted-printable."""
+
+    def __init__(self, body, buf):
+        self.src = body
+        self.buf = buf
+        self.kind = None
+        if isinstance(body, str):
+            self.src = body.encode()
+            self.kind = "mem"
+        elif isinstance(body, (bytes, bytearray, memoryview)):
+            self.kind = "mem"
+        elif isinstance(body, (list, tuple)):
+            for c in body:
+                if not isinstance(c, (str, bytes, bytearray)):
+                    raise ValueError("mail_body chunks must be str or bytes")
+            self.kind = "list"
+        elif hasattr(body, "readinto") or hasattr(body, "read"):
+            self.kind = "file"
+            self.start = None
+            if hasattr(body, "seek"):
+                try:
+                    self.start = body.tell()
+                except (AttributeError, OSError, ValueError):
+                    pass
+        else:
+            try:
+                self.src = iter(body)
+            except TypeError:
+                raise ValueError("mail_body must be str, bytes, a file or an iterable of chunks")
+            self.kind = "iter"
+        self.stats = None
+        if self.kind != "iter" and not (self.kind == "file" and self.start is None):
+            self.stats = _Stats()
+            self.stream(self.stats)
+
+    def _chunks(self):
+        src = self.src
+        if self.kind == "mem":
+            yield src, len(src)
+        elif self.kind == "list":
+            for c in src:
+                c = c.encode() if isinstance(c, str) else c
+                yield c, len(c)
+        elif self.kind == "file":
+            if self.start is not None:
+                src.seek(self.start)
+            buf = self.buf
+            if hasattr(src, "readinto"):
+                while True:
+                    n = src.readinto(buf)
+                    if not n:
+                        break
+                    yield buf, n
+            else:
+                while True:
+                    c = src.read(_CHUNK)
+                    if not c:
+                        break
+                    if isinstance(c, str):
+                        c = c.encode()
+                    yield c, len(c)
+        else:
+            for c in src:
+                if isinstance(c, str):
+                    c = c.encode()
+                elif not isinstance(c, (bytes, bytearray, memoryview)):
+                    raise ValueError("mail_body chunks must be str or bytes")
+                yield c, len(c)
+
+    def stream(self, sink):
+        norm = _Normaliser(sink)
+        for data, n in self._chunks():
+            if isinstance(data, memoryview):
+                data = bytes(data)
+            norm.feed(data, n)
+        sink.end()
+
+
+class _Normaliser:
+    """Turns CRLF, lone CR and lone LF into line ends, also across chunk boundaries, and hands
+    line segments and line ends to a sink (plain, quoted-printable or statistics)."""
+
+    def __init__(self, sink):
+        self.sink = sink
+        self.cr = False  # the previous chunk ended with CR: a leading LF belongs to it
+
+    def feed(self, data, n):
+        sink = self.sink
+        i = 0
+        if self.cr:
+            self.cr = False
+            if n and data[0] == 0x0A:
+                i = 1
+        ncr = -1  # cached position of the next CR
+        while i < n:
+            if ncr < i:
+                ncr = data.find(b"\r", i, n)
+                if ncr < 0:
+                    ncr = n
+            nlf = data.find(b"\n", i, min(ncr, n))
+            j = ncr if nlf < 0 else nlf
+            if j > i:
+                sink.seg(data, i, j)
+            if j >= n:
+                break
+            sink.eol()
+            if data[j] == 0x0D:
+                if j + 1 < n:
+                    if data[j + 1] == 0x0A:
+                        j += 1
+                else:
+                    self.cr = True
+            i = j + 1
+
+
+class _Plain:
+    # 7bit/8bit content as is, dots stuffed (RFC 5321 4.5.2).
+    def __init__(self, out):
+        self.out = out
+        self.bol = True
+
+    def seg(self, data, i, j):
+        if self.bol and data[i] == 0x2E:
+            self.out.stuff()
+        self.out.put(data, i, j)
+        self.bol = False
+
+    def eol(self):
+        self.out.put(b"\r\n")
+        self.bol = True
+
+    def end(self):
+        if not self.bol:  # RFC 5321 4.1.1.4: a missing final CRLF is added, never a second
+            self.eol()
+
+
+_HEX = b"0123456789ABCDEF"
+
+
+class _QP:
+    # Quoted-printable (RFC 2045 6.7): lines of at most 76 characters with soft breaks,
+    # trailing blanks encoded, '=' and every non-printable or 8-bit octet as =XX.
+    def __init__(self, out):
+        self.out = out
+        self.col = 0
+        self.blank = -1  # a space or tab not yet written: encoded if the line ends after it
+
+    def _emit(self, c):
+        out = self.out
+        if c == 0x3D or c > 0x7E or (c < 0x20 and c != 0x09):
+            if self.col + 3 > 75:
+                out.put(b"=\r\n")
+                self.col = 0
+            out.put1(0x3D)
+            out.put1(_HEX[c >> 4])
+            out.put1(_HEX[c & 15])
+            self.col += 3
+        else:
+            if self.col + 1 > 75:
+                out.put(b"=\r\n")
+                self.col = 0
+            if self.col == 0 and c == 0x2E:
+                out.stuff()
+            out.put1(c)
+            self.col += 1
+
+    def seg(self, data, i, j):
+        for k in range(i, j):
+            c = data[k]
+            if self.blank >= 0:
+                self._emit(self.blank)
+                self.blank = -1
+            if c == 0x20 or c == 0x09:
+                self.blank = c
+            else:
+                self._emit(c)
+
+    def eol(self):
+        if self.blank >= 0:
+            c = self.blank
+            self.blank = -1
+            if self.col + 3 > 76:
+                self.out.put(b"=\r\n")
+                self.col = 0
+            self.out.put1(0x3D)
+            self.out.put1(_HEX[c >> 4])
+            self.out.put1(_HEX[c & 15])
+        self.out.put(b"\r\n")
+        self.col = 0
+
+    def end(self):
+        if self.blank >= 0 or self.col:
+            self.eol()
+
+
+class _Count:
+    # Counts what _Out would send, without the stuffed dots (RFC 1870 SIZE).
+    def __init__(self):
+        self.n = 0
+
+    def put(self, data, i=0, j=None):
+        self.n += (len(data) if j is None else j) - i
+
+    def put1(self, c):
+        self.n += 1
+
+    def stuff(self):
+        pass
+
+
+class _Out:
+    """Collects wire bytes in the client's fixed output buffer and sends it when full."""
+
+    def __init__(self, client):
+        self.client = client
+        self.buf = client._obuf
+        self.mv = memoryview(self.buf)
+        self.n = 0
+
+    def put(self, data, i=0, j=None):
+        if j is None:
+            j = len(data)
+        if j <= i:
+            return
+        size = len(self.buf)
+        src = memoryview(data)
+        while i < j:
+            if self.n == size:
+                self.flush()
+            k = min(j - i, size - self.n)
+            self.mv[self.n : self.n + k] = src[i : i + k]
+            self.n += k
+            i += k
+
+    def put1(self, c):
+        if self.n == len(self.buf):
+            self.flush()
+        self.buf[self.n] = c
+        self.n += 1
+
+    def stuff(self):
+        self.put1(0x2E)
+
+    def flush(self):
+        if self.n:
+            self.client._send(self.mv[: self.n], "DATA")
+            self.n = 0
+
+    def terminate(self):
+        # The sinks end the body with CRLF; "." CRLF after it is the only CRLF.CRLF sent.
+        self.put(b".\r\n")
+        self.flush()
