@@ -104,7 +104,8 @@ class Runner:
         if self.runtime == "cpython":
             return driver.run_job(job)
         path = self.tmp_path / "job.json"
-        path.write_text(json.dumps(job))
+        # Raw UTF-8: MicroPython's json does not join \ud83c\udf21-style surrogate pairs.
+        path.write_text(json.dumps(job, ensure_ascii=False), encoding="utf-8")
         p = run_micropython(self.micropython, self.mpy_dir, ["-m", "driver", str(path)], heap, timeout)
         lines = p.stdout.strip().splitlines()
         if p.returncode != 0 or not lines:

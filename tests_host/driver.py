@@ -75,13 +75,20 @@ def _error(e):
 
 
 def _constants(d):
-    # "AUTH_PLAIN" style names in the job refer to module constants.
+    # "AUTH_PLAIN" style names in the job refer to module constants; a password given as
+    # {"token": t} becomes a token provider (a callable), as XOAUTH2 users pass one.
     out = {}
     for k, v in d.items():
         if isinstance(v, str) and k in ("authentication_type", "tls", "priority"):
             v = getattr(smtp_duo, v)
+        elif k == "password" and isinstance(v, dict):
+            v = _provider(v["token"])
         out[k] = v
     return out
+
+
+def _provider(token):
+    return lambda: token
 
 
 def _send(target, mail):
