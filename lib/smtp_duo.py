@@ -715,24 +715,28 @@ class SMTPClient:
             command="connect",
         )
 
+    def _connect(self):
+        """The link to the server: read_into(mv, deadline), write(mv, deadline), close()
+        (the portable tests substitute an in-memory server here)."""
+        return _Link(self._open_socket())
+
     def _open(self):
         self._reset_connection_state()
-        sock = self._open_socket()
-        self._link = _Link(sock)
+        self._link = self._connect()
         try:
-            self._greeting_and_hello(sock)
+            self._greeting_and_hello()
             self._authenticate()
         except BaseException:
             self._quit()
             raise
 
-    def _greeting_and_hello(self, sock):
+    def _greeting_and_hello(self):
         greeting = self._read_reply("greeting")
         if greeting.code != 220:
             raise SMTPError(
                 "server refused the session: %s" % greeting, GREET_REPLY_ERROR, greeting, "greeting"
             )
-        domain = self.client_domain or self._default_domain(sock)
+        domain = self.client_domain or self._default_domain()
         self._command(b"EHLO " + domain.encode())
         reply = self._read_reply("EHLO", self._ehlo_line)
         if reply.code == 250:
@@ -752,10 +756,10 @@ class SMTPClient:
                 return
         raise SMTPError("server refused EHLO/HELO: %s" % reply, HELLO_REPLY_ERROR, reply, "EHLO")
 
-    def _default_domain(self, sock):
+    def _default_domain(self):
         # RFC 5321 4.1.4: without a name, the address literal of our end of the connection.
         try:
-            addr = sock.getsockname()
+            addr = self._link.sock.getsockname()
             ip = addr[0] if isinstance(addr, tuple) else None
             if ip is None and len(addr) >= 8 and addr[0] == 2:  # unix port: raw sockaddr_in
                 ip = "%d.%d.%d.%d" % (addr[4], addr[5], addr[6], addr[7])
