@@ -19,7 +19,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(ROOT / "lib"), str(HERE)]
+sys.path[:0] = [str(ROOT / "lib"), str(HERE), str(HERE / "portable")]
+collect_ignore = ["portable"]  # collected through test_portable_runner.py, on both runtimes
 
 import driver  # noqa: E402
 import smtp_duo  # noqa: E402

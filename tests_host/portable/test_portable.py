@@ -1,0 +1,361 @@
+# Socket-free tests that run unchanged on CPython, on the MicroPython unix port and on boards
+# without a network: AUTH encodings, base64, line-end normalisation and dot-stuffing at every
+# chunk split, quoted-printable, encoded-words, reply parsing, a whole session in memory.
+# Run directly: `micropython test_portable.py` prints one line per test and "N passed, N failed".
+
+import binascii
+import random
+import sys
+
+import smtp_duo
+from memserver import MemServer
+
+
+class MemClient(smtp_duo.SMTPClient):
+    def __init__(self, server, **kw):
+        kw.setdefault("server_address", "mem.test")
+        kw.setdefault("from_address", "sensor@example.com")
+        kw.setdefault("timeout", 1)
+        smtp_duo.SMTPClient.__init__(self, **kw)
+        self.server = server
+
+    def _connect(self):
+        return self.server.connect()
+
+
+class Collect:
+    # The output interface of the body writers, collecting bytes.
+    def __init__(self):
+        self.buf = bytearray()
+
+    def put(self, data, i=0, j=None):
+        self.buf.extend(memoryview(data)[i : len(data) if j is None else j])
+
+    def put1(self, c):
+        self.buf.append(c)
+
+    def stuff(self):
+        self.buf.append(0x2E)
+
+    def value(self):
+        return bytes(self.buf)
+
+
+def check(cond, what=""):
+    if not cond:
+        raise AssertionError(what)
+
+
+def normalise(m):
+    m = m.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+    if m and m[-2:] != b"\r\n":
+        m += b"\r\n"
+    return m
+
+
+def stuffed(m):
+    out = []
+    for line in m.split(b"\r\n"):
+        out.append(b"." + line if line[:1] == b"." else line)
+    return b"\r\n".join(out)
+
+
+def wire(chunks, sink_class=None):
+    out = Collect()
+    body = smtp_duo._Body(chunks, bytearray(16))
+    body.stream((sink_class or smtp_duo._Plain)(out))
+    return out.value()
+
+
+def rng(seed):
+    # MicroPython's random has no Random class: seed the module instead.
+    if hasattr(random, "Random"):
+        return random.Random(seed)
+    random.seed(seed)
+    return random
+
+
+def rand_bytes(rnd, n, alphabet=None):
+    if alphabet:
+        return bytes([alphabet[rnd.getrandbits(8) % len(alphabet)] for _ in range(n)])
+    return bytes([rnd.getrandbits(8) for _ in range(n)])
+
+
+# -- AUTH encodings -------------------------------------------------------------------------------
+
+
+def test_plain_vector_rfc4954():
+    check(smtp_duo._b64(b"test\0test\x001234") == b"dGVzdAB0ZXN0ADEyMzQ=")
+    check(smtp_duo._b64(b"\0user\0pass") == b"AHVzZXIAcGFzcw==")
+
+
+def test_cram_md5_vector_rfc2195():
+    r = smtp_duo.cram_md5_response(b"tim", b"tanstaaftanstaaf", b"<1896.697170952@postoffice.reston.mci.net>")
+    check(r == b"tim b913a602c7eda7a495b4e6e7334d3890", r)
+    check(smtp_duo._b64(r) == b"dGltIGI5MTNhNjAyYzdlZGE3YTQ5NWI0ZTZlNzMzNGQzODkw")
+
+
+def test_cram_md5_long_secret_is_hashed_first():
+    # RFC 2104: keys longer than the 64-byte block are replaced by their MD5.
+    r = smtp_duo.cram_md5_response(b"u", b"k" * 100, b"<c>")
+    check(r == b"u ae6acb86528de3d1aab34cd8ed6037f5", r)
+
+
+def test_xoauth2_vector():
+    s = smtp_duo.xoauth2_string(b"someuser@example.com", b"ya29.vF9dft4qmTc2Nvb3RlckBhdHRhdmlzdGEuY29tCg")
+    check(smtp_duo._b64(s) == (b"dXNlcj1zb21ldXNlckBleGFtcGxlLmNvbQFhdXRoPUJlYXJlciB5YTI5LnZGOWRmdDRxbVRjMk52"
+                                b"YjNSbGNrQmhkSFJoZG1semRHRXVZMjl0Q2cBAQ=="))
+
+
+def test_b64encode_into_matches_binascii():
+    rnd = rng(1)
+    for n in range(0, 160):
+        src = rand_bytes(rnd, n)
+        dst = bytearray(300)
+        end = smtp_duo.b64encode_into(src, dst, 7)
+        check(bytes(dst[7:end]) == binascii.b2a_base64(src)[:-1], n)
+    try:
+        smtp_duo.b64encode_into(b"abcd", bytearray(7))
+        check(False, "buffer too small accepted")
+    except ValueError:
+        pass
+
+
+# -- line ends and dot-stuffing at every split ---------------------------------------------------
+
+VECTORS = [b"A\n.\nMAIL FROM:<evil@x>\n", b"A\n.\r\nX", b"A\r.\r\nX", b"A\r\n.\rX", b"A\r\r\n.\r\nX",
+           b"A\r\n.\nX", b".\r\n", b"..\r\n.\r\n", b"\r\n.\r\n", b"x\r\n", b"x", b"", b"\r", b"\n", b"\r\r",
+           b"\n\r", b".", b"a\rb\nc\r\nd", b"end with CR\r"]
+
+
+def test_normalise_and_stuff_at_every_split_position():
+    for m in VECTORS:
+        want = stuffed(normalise(m))
+        check(wire([m]) == want, m)
+        for i in range(len(m) + 1):
+            check(wire([m[:i], m[i:]]) == want, (m, i))
+        check(wire([m[k : k + 1] for k in range(len(m))]) == want, m)
+
+
+def test_normalise_random_property():
+    rnd = rng(2)
+    for _ in range(300):
+        m = rand_bytes(rnd, rnd.getrandbits(6), b"\r\n.ab")
+        cut = rnd.getrandbits(6) % (len(m) + 1)
+        w = wire([m[:cut], m[cut:]])
+        check(w == stuffed(normalise(m)), m)
+        check((b"\r\n" + w).find(b"\r\n.\r\n") < 0, m)  # no end of data inside the body
+
+
+def test_stats_find_longest_wire_line_and_eight_bit():
+    st = smtp_duo._Stats()
+    smtp_duo._Body([b"ab\r", b"\nc" + b"d" * 997, b"\n.", b"x" * 997], bytearray(16)).stream(st)
+    check(st.longest == 999, st.longest)  # the stuffed dot counts: ".xxx" is 999 on the wire
+    check(not st.eight_bit and not st.nul)
+    check(st.size == len(normalise(b"ab\r\nc" + b"d" * 997 + b"\n." + b"x" * 997)))
+    st = smtp_duo._Stats()
+    smtp_duo._Body(["é\x00"], bytearray(16)).stream(st)
+    check(st.eight_bit and st.nul)
+
+
+# -- quoted-printable -----------------------------------------------------------------------------
+
+
+def unstuff(w):
+    return b"\r\n".join([line[1:] if line[:1] == b"." else line for line in w.split(b"\r\n")])
+
+
+def qp_decode(data):
+    out = []
+    for line in data.split(b"\r\n"):
+        soft = line[-1:] == b"="
+        if soft:
+            line = line[:-1]
+        i = 0
+        piece = bytearray()
+        while i < len(line):
+            if line[i] == 0x3D:
+                piece.append(int(line[i + 1 : i + 3], 16))
+                i += 3
+            else:
+                piece.append(line[i])
+                i += 1
+        out.append(bytes(piece))
+        if not soft:
+            out.append(b"\r\n")
+    return b"".join(out)[:-2]
+
+
+def test_quoted_printable_round_trip_and_line_limits():
+    rnd = rng(3)
+    alphabet = b"ab =\t.\r\n" + bytes([0, 0x7F, 0x80, 0xC3, 0xFF])
+    for _ in range(120):
+        m = rand_bytes(rnd, rnd.getrandbits(9), alphabet)
+        cut = rnd.getrandbits(9) % (len(m) + 1)
+        w = wire([m[:cut], m[cut:]], smtp_duo._QP)
+        for line in w.split(b"\r\n"):
+            check(len(line) <= 76 + (1 if line[:2] == b".." else 0), line)
+            check(line[-1:] not in (b" ", b"\t"), line)
+            for c in line:
+                check(c == 0x09 or 0x20 <= c <= 0x7E, line)
+        check(qp_decode(unstuff(w)) == normalise(m), m)
+
+
+# -- headers --------------------------------------------------------------------------------------
+
+
+def b64decode_words(words):
+    out = b""
+    for w in words:
+        check(len(w) <= 75, w)
+        check(w[:10] == b"=?utf-8?B?" and w[-2:] == b"?=", w)
+        piece = binascii.a2b_base64(w[10:-2])
+        str(piece, "utf-8")  # whole characters in every word, or this raises
+        out += piece
+    return out
+
+
+def test_encoded_words_never_split_characters():
+    chars = "aé€漢🌡 "
+    rnd = rng(4)
+    for _ in range(200):
+        text = "".join([chars[rnd.getrandbits(8) % len(chars)] for _ in range(rnd.getrandbits(7))])
+        words = smtp_duo._encoded_words(text.encode())
+        check(b64decode_words(words) == text.encode(), text)
+
+
+def test_header_folding_keeps_lines_short_and_content_exact():
+    out = Collect()
+    boxes = [(None, "user%d@example.com" % i) for i in range(12)] + [("Zoë Ångström", "z@example.org")]
+    smtp_duo._address_header(out, b"To", boxes)
+    head = out.value()
+    for line in head.split(b"\r\n")[:-1]:
+        check(len(line) <= 76, line)
+    unfolded = head.replace(b"\r\n ", b" ")
+    check(unfolded.startswith(b"To: user0@example.com, user1@example.com,"), unfolded)
+    check(unfolded.endswith(b" <z@example.org>\r\n"), unfolded)
+
+
+def test_date_header_and_unset_clock():
+    check(smtp_duo.date_header((2026, 11, 21, 23, 5, 9, 5, 325)) == "Sat, 21 Nov 2026 23:05:09 +0000")
+    check(smtp_duo.date_header((2000, 1, 1, 0, 0, 0, 5, 1)) is None)  # board booted without NTP
+
+
+def test_addresses_accepted_and_refused():
+    pa = smtp_duo._parse_address
+    check(pa("a@b.example", "x") == (None, "a@b.example"))
+    check(pa("<a@b.example>", "x") == (None, "a@b.example"))
+    check(pa("Bob Smith <bob@example.com>", "x") == ("Bob Smith", "bob@example.com"))
+    check(pa('"Smith, Bob" <bob@example.com>', "x") == ("Smith, Bob", "bob@example.com"))
+    check(pa("x@[192.0.2.1]", "x") == (None, "x@[192.0.2.1]"))
+    for bad in ["a@b\r\nRCPT TO:<c@d>", "a@b>x", "a b@c", "@b", "a@", "a@@b", "a@b..c", ".a@b", "a@-b",
+                "a" * 65 + "@b", "a@" + "b" * 256, "a@b SIZE=1", "a@b\x00", "a@b\x7f", "<a@b"]:
+        try:
+            pa(bad, "x")
+            check(False, bad)
+        except ValueError:
+            pass
+
+
+# -- a whole session in memory ---------------------------------------------------------------------
+
+
+def test_session_with_replies_in_one_byte_segments():
+    srv = MemServer({"EHLO": b"250-mem.test\r\n250-AUTH PLAIN\r\n250 8BITMIME\r\n"}, segment=1)
+    c = MemClient(srv, username="u", password="p", allow_insecure_auth=True)
+    r = c.mail_send(["a@x.org", "Bo <b@x.org>"], smtp_duo.PRIORITY_HIGH, "Température", "ligne 1\n.ligne 2")
+    check(r.code == 250 and r.text == "2.0.0 queued as MEM1", r)
+    got = srv.received()
+    check(got.startswith(b"EHLO [127.0.0.1]\r\nAUTH PLAIN AHUAcA==\r\nMAIL FROM:<sensor@example.com>\r\n"
+                         b"RCPT TO:<a@x.org>\r\nRCPT TO:<b@x.org>\r\nDATA\r\n"), got)  # no SIZE offered
+    check(got.endswith(b"\r\n\r\nligne 1\r\n..ligne 2\r\n.\r\nQUIT\r\n"), got)
+    check(b"Subject: =?utf-8?B?VGVtcMOpcmF0dXJl?=\r\n" in got, got)
+    check(srv.closed)
+
+
+def test_malformed_and_well_formed_replies():
+    for reply in [b"250\r\n", b"250 \r\n", b"250-a\r\n250 b\r\n", b"299 x\r\n", b"250 ok\n"]:
+        srv = MemServer({"MAIL": reply})
+        check(MemClient(srv).mail_send("a@x.org", 2, "s", "b").code == 250, reply)
+    for reply in [b"hello 250 ok\r\n", b"2500 ok\r\n", b"199 x\r\n", b"650 x\r\n", b"25x\r\n", b"250-a\r\n251 b\r\n"]:
+        srv = MemServer({"MAIL": reply})
+        try:
+            MemClient(srv).mail_send("a@x.org", 2, "s", "b")
+            check(False, reply)
+        except smtp_duo.SMTPProtocolError as e:
+            check(e.temporary and srv.closed, reply)
+
+
+def test_errors_carry_the_reply():
+    srv = MemServer({"EHLO": b"250-m\r\n250 ENHANCEDSTATUSCODES\r\n", "RCPT": b"550 5.1.1 User unknown\r\n"})
+    try:
+        MemClient(srv).mail_send("a@x.org", 2, "s", "b")
+        check(False)
+    except smtp_duo.SMTPRecipientsRefused as e:
+        check(e.status == smtp_duo.RCPT_REPLY_ERROR and e.code == 550 and e.enhanced == "5.1.1", e)
+        check(e.text == "User unknown" and not e.temporary and e.recipients["a@x.org"].code == 550)
+    srv = MemServer({"MAIL": b""})  # silence
+    try:
+        MemClient(srv).mail_send("a@x.org", 2, "s", "b")
+        check(False)
+    except smtp_duo.SMTPTimeoutError as e:
+        check(e.temporary and e.status == smtp_duo.NO_PACKET and e.command == "MAIL", e)
+
+
+def test_session_rset_after_failure_and_reopen_after_drop():
+    srv = MemServer({"RCPT": [b"250 ok\r\n", b"550 no\r\n", b"250 ok\r\n"], "DOT": [b"250 a\r\n", b"421 bye\r\n",
+                                                                                   b"250 c\r\n"]})
+    c = MemClient(srv)
+    results = []
+    with c.session() as s:
+        for _ in range(4):
+            try:
+                results.append(s.mail_send("a@x.org", 2, "s", "b").code)
+            except smtp_duo.SMTPError as e:
+                results.append(e.code)
+    check(results == [250, 550, 421, 250], results)
+    verbs = [x.split(b" ")[0].split(b":")[0].strip() for x in srv.commands]
+    check(verbs == [b"EHLO", b"MAIL", b"RCPT", b"DATA", b"MAIL", b"RCPT", b"RSET", b"MAIL", b"RCPT", b"DATA",
+                    b"EHLO", b"MAIL", b"RCPT", b"DATA", b"QUIT"], verbs)
+    check(srv.connections == 2)
+
+
+def test_body_source_failure_never_sends_the_end_of_data():
+    def source():
+        yield "first part\n"
+        raise KeyError("sensor unplugged")
+
+    srv = MemServer()
+    try:
+        MemClient(srv).mail_send("a@x.org", 2, "s", source())
+        check(False)
+    except KeyError:
+        pass
+    check(srv.closed and srv.messages == [] and b"\r\n.\r\n" not in srv.received())
+
+
+# -- runner ----------------------------------------------------------------------------------------
+
+
+def tests():
+    return sorted([n for n in globals() if n.startswith("test_")])
+
+
+def run(names=None):
+    passed = failed = 0
+    for name in names or tests():
+        try:
+            globals()[name]()
+            passed += 1
+            print("ok", name)
+        except Exception as e:
+            failed += 1
+            print("FAIL", name, repr(e))
+            if hasattr(sys, "print_exception"):
+                sys.print_exception(e)
+    print("%d passed, %d failed" % (passed, failed))
+    return failed
+
+
+if __name__ == "__main__":
+    run(sys.argv[1:])
