@@ -722,6 +722,9 @@ class SMTPClient:
 
     def _open(self):
         self._reset_connection_state()
+        if self.tls != TLS_NONE:  # never fall back to plaintext for a TLS mode
+            raise SMTPNotSupportedError("TLS_STARTTLS and TLS_IMPLICIT need smtp_duo 0.2 (TLS)",
+                                        NOT_CONNECTED, None, "connect")
         self._link = self._connect()
         try:
             self._greeting_and_hello()
