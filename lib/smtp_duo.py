@@ -925,14 +925,6 @@ class SMTPClient:
             self._close()
         return reply
 
-    def _expect(self, command_line, codes_ok, status, what, error=SMTPError):
-        self._command(command_line)
-        cmd = command_line.split(b" ", 1)[0].decode()
-        reply = self._read_reply(cmd)
-        if reply.code // 100 not in codes_ok:
-            raise error("%s refused: %s" % (what, reply), status, reply, cmd)
-        return reply
-
     # -- authentication --------------------------------------------------------------------------
 
     def _password_bytes(self):
@@ -1044,7 +1036,11 @@ class SMTPClient:
     def _transaction(self, msg):
         if self._dirty:
             self._dirty = False
-            reply = self._expect(b"RSET", (2,), SERVER_ERROR_CODE_RECEIVED, "RSET")
+            self._command(b"RSET")
+            reply = self._read_reply("RSET")
+            if reply.code // 100 != 2:  # state unknown: close, the next mail reconnects
+                self._close()
+                raise SMTPError("RSET refused: %s" % reply, SERVER_ERROR_CODE_RECEIVED, reply, "RSET", True)
         msg.negotiate(self)
         params = b""
         if msg.size is not None and self._ext & _X_SIZE:

@@ -594,3 +594,14 @@ def test_bad_client_arguments_raise_valueerror(runner, fake, bad):
     r = runner.run(cfg, [])
     assert r["error"]["type"] == "ValueError", r
     assert srv.accepted == 0
+
+
+def test_session_rset_refused_closes_and_next_mail_reconnects(runner, fake):
+    srv = fake({"RCPT": [b"550 no\r\n", b"250 ok\r\n"], "RSET": b"500 what\r\n"}, connections=2)
+    mail = {"recipient_address": "a@x.org", "subject": "s", "mail_body": {"str": "b"}}
+    report = runner.run(client_config(srv.port), [mail, mail, mail], session=True)
+    results = [r.get("ok", r.get("error")) for r in report["results"]]
+    assert [r["code"] for r in results] == [550, 500, 250]
+    assert report["results"][1]["error"]["status"] == smtp_duo.SERVER_ERROR_CODE_RECEIVED
+    assert report["results"][1]["error"]["temporary"] is True
+    assert srv.accepted == 2
