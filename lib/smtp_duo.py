@@ -1341,11 +1341,11 @@ class _Stats:
         self.nul = False
         self.line = 0
 
-    def seg(self, data, i, j):
+    def seg(self, data, mv, i, j):
         if j > i:
             if self.line == 0 and data[i] == 0x2E:
                 self.line = 1  # the stuffed dot counts towards the wire line length
-            piece = memoryview(data)[i:j]
+            piece = mv[i:j]
             self.line += j - i
             self.size += j - i
             if max(piece) >= 0x80:
@@ -1404,11 +1404,10 @@ class _Body:
     def _chunks(self):
         src = self.src
         if self.kind == "mem":
-            yield src, len(src)
+            yield from self._pieces(src)
         elif self.kind == "list":
             for c in src:
-                c = c.encode() if isinstance(c, str) else c
-                yield c, len(c)
+                yield from self._pieces(c.encode() if isinstance(c, str) else c)
         elif self.kind == "file":
             if self.start is not None:
                 src.seek(self.start)
@@ -1433,13 +1432,23 @@ class _Body:
                     c = c.encode()
                 elif not isinstance(c, (bytes, bytearray, memoryview)):
                     raise ValueError("mail_body chunks must be str or bytes")
-                yield c, len(c)
+                yield from self._pieces(c)
+
+    def _pieces(self, data):
+        # bytes and bytearray are scanned in place; a memoryview has no find(), so it goes
+        # through the chunk buffer a piece at a time (never copied whole).
+        if not isinstance(data, memoryview):
+            yield data, len(data)
+            return
+        buf = self.buf
+        for i in range(0, len(data), len(buf)):
+            k = min(len(buf), len(data) - i)
+            buf[:k] = data[i : i + k]
+            yield buf, k
 
     def stream(self, sink):
         norm = _Normaliser(sink)
         for data, n in self._chunks():
-            if isinstance(data, memoryview):
-                data = bytes(data)
             norm.feed(data, n)
         sink.end()
 
@@ -1454,6 +1463,7 @@ class _Normaliser:
 
     def feed(self, data, n):
         sink = self.sink
+        mv = memoryview(data)  # one view per chunk: the sinks slice it without copying
         i = 0
         if self.cr:
             self.cr = False
@@ -1468,7 +1478,7 @@ class _Normaliser:
             nlf = data.find(b"\n", i, min(ncr, n))
             j = ncr if nlf < 0 else nlf
             if j > i:
-                sink.seg(data, i, j)
+                sink.seg(data, mv, i, j)
             if j >= n:
                 break
             sink.eol()
@@ -1487,14 +1497,15 @@ class _Plain:
         self.out = out
         self.bol = True
 
-    def seg(self, data, i, j):
+    def seg(self, data, mv, i, j):
         if self.bol and data[i] == 0x2E:
             self.out.stuff()
-        self.out.put(data, i, j)
+        self.out.put(mv, i, j)
         self.bol = False
 
     def eol(self):
-        self.out.put(b"\r\n")
+        self.out.put1(0x0D)
+        self.out.put1(0x0A)
         self.bol = True
 
     def end(self):
@@ -1532,7 +1543,7 @@ class _QP:
             out.put1(c)
             self.col += 1
 
-    def seg(self, data, i, j):
+    def seg(self, data, mv, i, j):
         for k in range(i, j):
             c = data[k]
             if self.blank >= 0:
@@ -1553,7 +1564,8 @@ class _QP:
             self.out.put1(0x3D)
             self.out.put1(_HEX[c >> 4])
             self.out.put1(_HEX[c & 15])
-        self.out.put(b"\r\n")
+        self.out.put1(0x0D)
+        self.out.put1(0x0A)
         self.col = 0
 
     def end(self):
@@ -1590,13 +1602,18 @@ class _Out:
             j = len(data)
         if j <= i:
             return
-        size = len(self.buf)
-        src = memoryview(data)
+        buf = self.buf
+        size = len(buf)
+        if i == 0 and j == len(data) and j <= size - self.n:
+            buf[self.n : self.n + j] = data  # the common case: no slice object at all
+            self.n += j
+            return
+        src = data if isinstance(data, memoryview) else memoryview(data)
         while i < j:
             if self.n == size:
                 self.flush()
             k = min(j - i, size - self.n)
-            self.mv[self.n : self.n + k] = src[i : i + k]
+            buf[self.n : self.n + k] = src[i : i + k]
             self.n += k
             i += k
 

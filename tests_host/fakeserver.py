@@ -62,6 +62,7 @@ class FakeServer:
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._listener.bind(("127.0.0.1", 0))
         self._listener.listen(4)
+        self._listener.settimeout(0.2)
         self.port = self._listener.getsockname()[1]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -90,7 +91,6 @@ class FakeServer:
     # -- serving ------------------------------------------------------------------------------
 
     def _serve(self):
-        self._listener.settimeout(0.2)
         served = 0
         while not self._stop.is_set() and served < self.connections:
             try:

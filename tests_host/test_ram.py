@@ -1,0 +1,79 @@
+"""RAM: the heap a send needs must not grow with the body.
+
+On the MicroPython unix port (64-bit: about twice a board's object sizes), sending a 1 MiB body
+streamed from a file needs at most 16 KiB of GC heap beyond importing the module from .mpy, and
+no more than a 1 KiB body plus 2 KiB. The figures come from tools/heap_bench.py, which bisects
+`-X heapsize` with a fresh interpreter per probe and counts a probe as passed only when the
+local SMTP sink received the mail. These are memory bounds, not timings.
+"""
+
+import importlib.util
+
+import pytest
+from conftest import ROOT, mpy_cross_cmd, require
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("heap_bench", ROOT / "tools" / "heap_bench.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def bench(micropython):
+    try:
+        import aiosmtpd.controller  # noqa: F401
+    except ImportError:
+        require(False, "aiosmtpd")
+    mod = _load_bench()
+    # "text": the plain file body the requirement names (7bit); "long": lines over 998 octets
+    # with UTF-8, which takes the quoted-printable path.
+    result = mod.measure(micropython=micropython, mpy_cross=mpy_cross_cmd(), kinds=("text", "long"),
+                         with_str=False)
+    mod.report(result)  # shown with -s or on failure
+    return mod, result
+
+
+def _verdict(result, name):
+    for v in result["verdicts"]:
+        if v["name"] == name:
+            return v
+    raise AssertionError("no verdict %r in %r" % (name, result["verdicts"]))
+
+
+def test_every_scenario_has_a_minimum(bench):
+    mod, r = bench
+    missing = [row["name"] for row in r["scenarios"] if row["heap"] is None]
+    assert not missing, "never passed: %s (failures: %s)" % (missing, r["failures"])
+
+
+def test_probes_fail_honestly(bench):
+    # A probe that printed success without the server receiving the mail, or that hung, would
+    # make the figures meaningless.
+    mod, r = bench
+    for name, kinds in r["failures"].items():
+        for kind in kinds:
+            assert kind != "timeout" and not kind.startswith("success printed"), (name, kinds)
+            assert not kind.startswith("body received differs"), (name, kinds)
+
+
+@pytest.mark.parametrize("label", ["", " long"], ids=["text", "long"])
+def test_1mib_send_within_16k_of_import(bench, label):
+    mod, r = bench
+    v = _verdict(r, "send 1 MiB%s - import" % label)
+    assert v["value"] is not None and v["value"] <= 16 * 1024, v
+
+
+@pytest.mark.parametrize("label", ["", " long"], ids=["text", "long"])
+def test_1mib_send_within_2k_of_1kib_send(bench, label):
+    mod, r = bench
+    v = _verdict(r, "send 1 MiB%s - send 1 KiB%s" % (label, label))
+    assert v["value"] is not None and v["value"] <= 2 * 1024, v
+
+
+def test_memoryview_body_is_not_copied(bench):
+    # A memoryview has no find(): it must go through the chunk buffer, never be copied whole.
+    mod, r = bench
+    v = _verdict(r, "send 32 KiB memoryview - send 32 KiB bytearray")
+    assert v["value"] is not None and v["value"] <= 1024, v

