@@ -1,0 +1,53 @@
+# Settings for board/esp32/main.py and board/rp2_pico_w/main.py.
+# Copy this file to the board as config.py, next to main.py, and edit it there. Keep your real
+# config.py out of version control: it holds your Wi-Fi password.
+
+# --- Wi-Fi ---------------------------------------------------------------------------------------
+WIFI_SSID = "my-network"
+WIFI_PASSWORD = "my-wifi-password"
+WIFI_COUNTRY = None  # Pico W: two-letter code such as "DE" or "US" for the radio's channel rules
+WIFI_TIMEOUT_S = 20  # per connection attempt
+WIFI_ATTEMPTS = 3  # per round; the next round tries again
+
+# --- Clock ---------------------------------------------------------------------------------------
+# Only used for the mail's Date header. If NTP fails the mail goes out without one (and the
+# relay usually adds it).
+NTP_HOST = "pool.ntp.org"  # or your router's address
+
+# --- Mail ----------------------------------------------------------------------------------------
+# smtp_duo 0.1 has no TLS. Use a relay on your own network that accepts mail from the board
+# on port 25 without a password: Postfix with the board's subnet in mynetworks, or the mail
+# relay of a NAS or home server. That relay then forwards to your mailbox provider over TLS.
+SMTP_SERVER = "192.168.1.10"
+SMTP_PORT = 25
+MAIL_FROM = "sensor@example.com"
+MAIL_TO = "you@example.com"  # one address, or a list of them
+SMTP_TIMEOUT_S = 20
+
+# Only if your LAN relay wants a login. Without TLS the password crosses your network
+# readable by anyone on it, so smtp_duo refuses unless SMTP_ALLOW_INSECURE_AUTH is True.
+# For a mail provider (port 587 or 465) wait for smtp_duo 0.2, which adds TLS.
+SMTP_USERNAME = None
+SMTP_PASSWORD = None
+SMTP_ALLOW_INSECURE_AUTH = False
+
+# --- Sensor and alert ----------------------------------------------------------------------------
+SENSOR_NAME = "greenhouse"  # goes into the subject
+ALERT_ABOVE = 30.0  # alert when the reading reaches this value...
+HYSTERESIS = 2.0  # ...and give the all-clear only below ALERT_ABOVE - HYSTERESIS
+READ_INTERVAL_S = 60  # time between readings
+MIN_MAIL_INTERVAL_S = 15 * 60  # at most one mail per 15 minutes, however the reading moves
+RETRY_INTERVAL_S = 5 * 60  # wait after a temporary failure (server busy, network down)
+
+# --- ESP32 only ----------------------------------------------------------------------------------
+# An analog sensor on an ADC1 pin (GPIO 32-39 on the original ESP32; check your chip's pinout).
+# ADC2 pins cannot be read while Wi-Fi is on. reading = volts * ADC_SCALE + ADC_OFFSET;
+# the values below suit a TMP36 (0.5 V at 0 degrees C, 10 mV per degree).
+ADC_PIN = 34
+ADC_SCALE = 100.0
+ADC_OFFSET = -50.0
+# True: switch Wi-Fi off and use machine.lightsleep() between readings (less power; Wi-Fi is
+# brought back only to send a mail). False: stay connected and use time.sleep().
+ESP32_LIGHT_SLEEP = False
+
+# The Pico W example reads the RP2040's internal temperature sensor and needs no settings here.
