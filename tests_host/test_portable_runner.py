@@ -1,9 +1,11 @@
 """The portable tests (tests_host/portable/) on CPython, one pytest item each, and as a whole
 on the MicroPython unix port from .mpy with a fixed heap (the same file the qemu board runs)."""
 
+import subprocess
+
 import pytest
 import test_portable
-from conftest import HERE, compile_mpy, run_micropython
+from conftest import HERE, ROOT, compile_mpy, mpy_cross_cmd, run_micropython
 
 
 @pytest.mark.parametrize("name", test_portable.tests())
@@ -19,3 +21,16 @@ def test_on_micropython(micropython, mpy_dir):
     assert p.returncode == 0, p.stdout + p.stderr
     assert out[-1] == "%d passed, 0 failed" % len(test_portable.tests()), p.stdout + p.stderr
     assert sorted(line[3:] for line in out if line.startswith("ok ")) == test_portable.tests()
+
+
+def test_library_imports_from_source_and_compiles_for_the_boards(micropython, tmp_path):
+    # /lib on a board holds the .py itself: it must import there (the board compiles it), and
+    # mpy-cross must accept it for each board architecture.
+    p = subprocess.run([str(micropython), "-c", "import smtp_duo, smtp_duo_md5; print(smtp_duo.__version__)"],
+                       capture_output=True, text=True, env={"MICROPYPATH": str(ROOT / "lib")}, timeout=60)
+    assert p.returncode == 0 and p.stdout.strip() == "0.1.0", p.stdout + p.stderr
+    for src in sorted((ROOT / "lib").glob("*.py")):
+        for arch in ("armv6m", "xtensawin", "rv32imc"):
+            out = tmp_path / (src.stem + "-" + arch + ".mpy")
+            subprocess.run(mpy_cross_cmd() + ["-march=" + arch, "-O3", "-o", str(out), str(src)], check=True)
+            assert out.stat().st_size > 0

@@ -5,6 +5,7 @@ where the reference has a defect (section 7, "Dn") the test asserts our fixed be
 Every test runs with the client on CPython and on the MicroPython unix port.
 """
 
+import base64
 import re
 import time
 
@@ -277,8 +278,6 @@ def test_xoauth2_initial_response_and_long_token_two_step(runner, fake):
 
 def test_xoauth2_error_challenge_answered_with_empty_line(runner, fake):
     detail = b'{"status":"401","schemes":"bearer"}'
-    import base64
-
     srv = fake({"EHLO": b"250-x\r\n250 AUTH XOAUTH2\r\n",
                 "AUTH": [b"334 " + base64.b64encode(detail) + b"\r\n", b"535 5.7.8 not accepted\r\n"]})
     e = error(send(runner, srv, username="u@example.com", password="tok",
@@ -605,3 +604,27 @@ def test_session_rset_refused_closes_and_next_mail_reconnects(runner, fake):
     assert report["results"][1]["error"]["status"] == smtp_duo.SERVER_ERROR_CODE_RECEIVED
     assert report["results"][1]["error"]["temporary"] is True
     assert srv.accepted == 2
+
+
+def test_final_reply_251_is_success(runner, fake):
+    srv = fake({"DOT": b"251 2.1.5 forwarded\r\n"})  # row 22: any 2xx completes the mail
+    assert send(runner, srv)["ok"]["code"] == 251
+
+
+def test_subject_of_513_characters_is_folded_not_refused(runner, fake):
+    subject = " ".join("w%03d" % i for i in range(103))[:513]  # row 28
+    assert len(subject) == 513
+    srv = fake()
+    assert "ok" in send(runner, srv, {"subject": subject})
+    head = srv.messages[0].split(b"\r\n\r\n", 1)[0]
+    assert all(len(line) <= 76 for line in head.split(b"\r\n"))
+    unfolded = head.replace(b"\r\n ", b" ").decode()
+    assert "Subject: " + subject + "\r\n" in unfolded
+
+
+def test_long_credentials_have_no_arbitrary_limit(runner, fake):
+    user, password = "u" * 41, "p" * 21  # row 30: the reference stops at 40 / 20 characters
+    srv = fake({"EHLO": EHLO_AUTH})
+    assert "ok" in send(runner, srv, username=user, password=password, authentication_type="AUTH_PLAIN",
+                        allow_insecure_auth=True)
+    assert base64.b64decode(lines(srv)[1].split()[2]) == b"\0" + user.encode() + b"\0" + password.encode()
