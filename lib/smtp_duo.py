@@ -56,6 +56,7 @@ SERVER_ERROR_REPLY = const(0xAE)
 TRANSMIT_ERROR = const(0xAF)
 INVALID_SERVER_CHALLENGE = const(0xB0)
 OVERSIZE_SERVER_REPLY = const(0xB1)
+TLS_ERROR = const(0xC0)  # ours: the reference has no TLS
 
 # Limits (RFC 5321 section 4.5.3.1). Our reply caps are generous but fixed: a server cannot make
 # the client allocate without bound.
@@ -145,6 +146,11 @@ class SMTPProtocolError(SMTPError):
 
 class SMTPAuthenticationError(SMTPError):
     """Authentication failed or could not be attempted."""
+
+
+class SMTPTLSError(SMTPError):
+    """TLS could not be set up: STARTTLS missing or refused, a handshake or certificate
+    failure, or data injected before the handshake. Nothing was sent after it."""
 
 
 class SMTPNotSupportedError(SMTPError):
@@ -438,11 +444,11 @@ def _parse_address(value, what):
     return name, s
 
 
-def _parse_domain(value):
-    # EHLO argument: a domain name or an address literal.
-    _check_text(value, "client_domain")
+def _parse_domain(value, what="client_domain"):
+    # EHLO argument (a domain name or an address literal), or the TLS server name.
+    _check_text(value, what)
     if not value or " " in value or "\t" in value or len(value) > 255 or not _is_ascii(value):
-        raise ValueError("client_domain must be a host name or [address literal]: %r" % value)
+        raise ValueError("%s must be a host name or [address literal]: %r" % (what, value))
     return value
 
 
@@ -452,6 +458,95 @@ def _address_list(value, what):
     if not isinstance(value, (list, tuple)):
         raise ValueError("%s must be a str or a list/tuple of str" % what)
     return [_parse_address(v, what) for v in value]
+
+
+def _is_ip_literal(host):
+    if ":" in host:
+        return True  # IPv6
+    parts = host.split(".")
+    for p in parts:
+        if not p.isdigit():
+            return False
+    return len(parts) == 4
+
+
+# ---------------------------------------------------------------------------------------------
+# TLS: the board's `ssl` (a wrapper over `tls` since MicroPython 1.23), MicroPython's `tls`
+# (the unix port has only that), or CPython's `ssl`.
+
+
+def _tls_context(cadata):
+    try:
+        import ssl as mod
+    except ImportError:
+        import tls as mod
+    ctx = mod.SSLContext(mod.PROTOCOL_TLS_CLIENT)
+    if cadata is None:
+        if hasattr(ctx, "check_hostname"):  # CPython: must go before CERT_NONE
+            ctx.check_hostname = False
+        ctx.verify_mode = mod.CERT_NONE  # encrypted but unauthenticated: see tls_verified
+        return ctx
+    if not isinstance(cadata, (bytes, bytearray, str)) or not cadata:
+        raise ValueError("cadata must be the CA certificate as bytes (DER, or PEM)")
+    ctx.verify_mode = mod.CERT_REQUIRED  # set explicitly: the board's ssl defaults to CERT_NONE
+    data = cadata
+    if not _MICROPYTHON and not isinstance(data, str) and bytes(data[:40]).lstrip().startswith(b"-----"):
+        data = bytes(data).decode()  # CPython reads PEM from str, DER from bytes
+    try:
+        try:
+            ctx.load_verify_locations(cadata=data)
+        except TypeError:  # MicroPython's native tls takes it positionally only
+            ctx.load_verify_locations(data)
+    except (ValueError, OSError) as e:
+        raise ValueError("cadata is not a CA certificate this runtime can read (%s); DER works "
+                         "everywhere (tools/fetch_ca.py writes it)" % (e,))
+    return ctx
+
+
+# mbedTLS error numbers seen on the boards (MicroPython raises OSError(code, name)).
+_MBEDTLS_INVALID_RECORD = const(-0x7200)
+_MBEDTLS_CONN_EOF = const(-0x7280)
+_MBEDTLS_FATAL_ALERT = const(-0x7780)
+_MBEDTLS_ALLOC_FAILED = const(-0x7F00)
+_MBEDTLS_RSA_MPI_ALLOC = const(-0x4290)
+_MBEDTLS_NO_CA_CHAIN = const(-0x7680)
+
+
+def _tls_failure(e, port):
+    """An exception from the TLS handshake as an SMTPTLSError that says what to do."""
+    code = _errno_of(e)
+    text = str(e)
+    low = text.lower()
+    try:
+        import errno
+
+        enomem = errno.ENOMEM
+    except (ImportError, AttributeError):
+        enomem = 12
+    if _is_timeout(e):
+        msg, temp = ("TLS handshake timed out on port %d: is it a TLS port? (TLS_IMPLICIT is "
+                     "usually 465, TLS_STARTTLS 587)" % port), True
+    elif "certificate" in low or "verify" in low or "hostname" in low or " cn " in low or "(cn)" in low:
+        msg, temp = ("server certificate rejected (%s): give the CA that signed this server's "
+                     "certificate as cadata (tools/fetch_ca.py finds it) and make sure "
+                     "server_hostname is a name in the certificate" % text.strip()), False
+    elif code == _MBEDTLS_INVALID_RECORD or "wrong_version" in low or "wrong version" in low \
+            or "record layer failure" in low or "packet length too long" in low:
+        msg, temp = ("the server on port %d did not answer in TLS: it is a plaintext or STARTTLS "
+                     "port; use tls=TLS_STARTTLS (usually 587) or the implicit-TLS port (465)" % port), False
+    elif code in (enomem, _MBEDTLS_ALLOC_FAILED, _MBEDTLS_RSA_MPI_ALLOC) or "alloc" in low:
+        msg, temp = ("out of memory during the TLS handshake (%s): a handshake needs about 40 KiB "
+                     "of free RAM; free memory first (gc.collect()) or freeze smtp_duo" % text), True
+    elif code == _MBEDTLS_CONN_EOF or "eof" in low or "reset" in low:
+        msg, temp = "the server closed the connection during the TLS handshake (%s)" % text, True
+    elif code == _MBEDTLS_FATAL_ALERT or "alert" in low:
+        msg, temp = ("the server refused the TLS handshake (%s): it may not support this TLS "
+                     "version or cipher, or want another server_hostname (SNI)" % text), False
+    elif code == _MBEDTLS_NO_CA_CHAIN:
+        msg, temp = "no CA loaded for a verified connection: pass cadata (%s)" % text, False
+    else:
+        msg, temp = "TLS handshake failed: %s" % text, True
+    return SMTPTLSError(msg, TLS_ERROR, None, "TLS", temp)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -547,7 +642,8 @@ def _bytes(v):
 class SMTPClient:
     """SMTPClient(server_address, port=None, username=None, password=None, from_address=None,
     client_domain=None, authentication_type=AUTH_AUTO, timeout=30, tls=TLS_NONE,
-    allow_insecure_auth=False). All arguments may be given as keywords; see README."""
+    allow_insecure_auth=False, cadata=None, ssl_context=None, server_hostname=None, debug=None).
+    All arguments may be given as keywords; see README."""
 
     def __init__(
         self,
@@ -561,6 +657,10 @@ class SMTPClient:
         timeout=30,
         tls=TLS_NONE,
         allow_insecure_auth=False,
+        cadata=None,
+        ssl_context=None,
+        server_hostname=None,
+        debug=None,
     ):
         _check_text(server_address, "server_address")
         server_address = server_address.strip()
@@ -594,17 +694,41 @@ class SMTPClient:
                 _check_text(password, "password")
             if authentication_type == AUTH_NONE:
                 raise ValueError("username given but authentication_type is AUTH_NONE")
-            if tls == TLS_NONE and not allow_insecure_auth:
-                raise ValueError(
-                    "refusing to send credentials without TLS: use tls=TLS_STARTTLS or "
-                    "TLS_IMPLICIT, or allow_insecure_auth=True for a lab server"
-                )
         elif authentication_type not in (AUTH_AUTO, AUTH_NONE):
             raise ValueError("authentication_type needs a username and password")
         elif password is not None:
             raise ValueError("password given without a username")
         if callable(password) and authentication_type not in (AUTH_AUTO, AUTH_XOAUTH2):
             raise ValueError("a callable password is an XOAUTH2 token provider")
+        if server_hostname is None and not _is_ip_literal(server_address):
+            server_hostname = server_address
+        elif server_hostname is not None:
+            server_hostname = _parse_domain(server_hostname, "server_hostname")
+        self._tls_ctx = None
+        self.tls_verified = None  # None: no TLS; False: encrypted, server not authenticated
+        if tls == TLS_NONE:
+            if cadata is not None or ssl_context is not None:
+                raise ValueError("cadata/ssl_context need tls=TLS_STARTTLS or TLS_IMPLICIT")
+        elif ssl_context is not None:
+            if cadata is not None:
+                raise ValueError("give cadata or ssl_context, not both (the context is used as is)")
+            self._tls_ctx = ssl_context
+            self.tls_verified = getattr(ssl_context, "verify_mode", 0) == 2  # CERT_REQUIRED
+        else:
+            if cadata is not None and server_hostname is None:
+                raise ValueError("server_address is an IP address: pass server_hostname= with the "
+                                 "name in the server's certificate so it can be checked")
+            self._tls_ctx = _tls_context(cadata)
+            self.tls_verified = cadata is not None
+        if username is not None and not self.tls_verified and not allow_insecure_auth:
+            # RFC 4954 14: credentials only to a server whose certificate was verified.
+            raise ValueError(
+                "refusing to send credentials without verified TLS: use tls=TLS_STARTTLS or "
+                "TLS_IMPLICIT with cadata= (tools/fetch_ca.py gets it), or allow_insecure_auth=True "
+                "for a lab server"
+            )
+        if debug is not None and not callable(debug):
+            raise ValueError("debug must be a callable(direction, line)")
 
         self.server_address = server_address
         self.port = port
@@ -616,6 +740,8 @@ class SMTPClient:
         self.timeout = timeout
         self.tls = tls
         self.allow_insecure_auth = allow_insecure_auth
+        self.server_hostname = server_hostname
+        self._debug = debug
 
         self._rbuf = bytearray(_LINE_MAX)
         self._rmv = memoryview(self._rbuf)
@@ -718,14 +844,17 @@ class SMTPClient:
     def _connect(self):
         """The link to the server: read_into(mv, deadline), write(mv, deadline), close()
         (the portable tests substitute an in-memory server here)."""
-        return _Link(self._open_socket())
+        sock = self._open_socket()
+        if self.tls == TLS_IMPLICIT:
+            sock = self._handshake(sock)
+        return _Link(sock)
 
     def _open(self):
         self._reset_connection_state()
-        if self.tls != TLS_NONE:  # never fall back to plaintext for a TLS mode
-            raise SMTPNotSupportedError("TLS_STARTTLS and TLS_IMPLICIT need smtp_duo 0.2 (TLS)",
-                                        NOT_CONNECTED, None, "connect")
         self._link = self._connect()
+        self._secure = self.tls == TLS_IMPLICIT
+        if self._secure and not self.tls_verified:
+            self._trace("*", "TLS without certificate verification: the server is not authenticated")
         try:
             self._greeting_and_hello()
             self._authenticate()
@@ -734,20 +863,69 @@ class SMTPClient:
             raise
 
     def _greeting_and_hello(self):
-        greeting = self._read_reply("greeting")
+        try:
+            greeting = self._read_reply("greeting")
+        except SMTPTimeoutError as e:
+            if self.tls == TLS_NONE and self.port == 465:
+                e.message += " (port 465 expects TLS from the start: use tls=TLS_IMPLICIT)"
+            raise
         if greeting.code != 220:
             raise SMTPError(
                 "server refused the session: %s" % greeting, GREET_REPLY_ERROR, greeting, "greeting"
             )
         domain = self.client_domain or self._default_domain()
+        self._hello(domain)
+        if self.tls == TLS_STARTTLS:
+            self._starttls()
+            self._hello(domain)
+
+    def _starttls(self):
+        # RFC 3207. Required, never opportunistic: no STARTTLS means no mail and no credentials.
+        if not self._ext & _X_STARTTLS:
+            raise SMTPTLSError("tls=TLS_STARTTLS but the server does not offer STARTTLS (an attacker "
+                               "may have removed it): nothing sent", TLS_ERROR, None, "STARTTLS", False)
+        self._command(b"STARTTLS")
+        reply = self._read_reply("STARTTLS")
+        if reply.code != 220:
+            raise SMTPTLSError("STARTTLS refused: %s" % reply, TLS_ERROR, reply, "STARTTLS")
+        if self._rend > self._rpos:
+            # Bytes after the 220 and before the handshake can only be an attacker's, meant to be
+            # read as replies inside TLS (the 'NO STARTTLS' response injection).
+            self._close()
+            raise SMTPTLSError("the server sent data after its STARTTLS reply, before the TLS "
+                               "handshake: refusing the connection", TLS_ERROR, None, "STARTTLS", False)
+        self._link = _Link(self._handshake(self._link.sock))
+        self._secure = True
+        if not self.tls_verified:
+            self._trace("*", "TLS without certificate verification: the server is not authenticated")
+
+    def _handshake(self, sock):
+        """Wrap a connected socket in TLS; every failure closes it and becomes SMTPTLSError."""
+        try:
+            sock.settimeout(self.timeout)  # TLS objects have no settimeout: set it underneath
+            if self.server_hostname:  # SNI always; the name is checked when a CA is given
+                return self._tls_ctx.wrap_socket(sock, server_hostname=self.server_hostname)
+            return self._tls_ctx.wrap_socket(sock)
+        except Exception as e:
+            try:
+                sock.close()
+            except OSError:
+                pass
+            self._link = None
+            raise _tls_failure(e, self.port)
+
+    def _hello(self, domain):
         self._command(b"EHLO " + domain.encode())
         reply = self._read_reply("EHLO", self._ehlo_line)
         if reply.code == 250:
             self._esmtp = True
             return
-        if reply.code in (500, 501, 502, 550):
+        if reply.code in (500, 501, 502, 550) and not self._secure:
             # RFC 5321 3.2: an old server; HELO gives no extensions at all.
             self._reset_extensions()
+            if self.tls == TLS_STARTTLS:
+                raise SMTPTLSError("server does not support EHLO, so it cannot do STARTTLS: %s" % reply,
+                                   TLS_ERROR, reply, "EHLO", False)
             if self.username is not None:
                 raise SMTPNotSupportedError(
                     "server does not support EHLO, so it cannot authenticate: %s" % reply,
@@ -815,10 +993,16 @@ class SMTPClient:
 
     # -- commands and replies ----------------------------------------------------------------
 
-    def _command(self, line, timeout=None):
+    def _command(self, line, timeout=None, shown=None):
         if len(line) + 2 > _CMD_MAX:  # arguments are validated well below this
             raise SMTPError("command line longer than %d octets" % _CMD_MAX, INTERNAL_ERROR)
+        self._trace(">", shown or line)
         self._send(line + b"\r\n", line.split(b" ", 1)[0].decode(), timeout)
+
+    def _trace(self, direction, line):
+        # The debug transcript: ">" sent, "<" received, "*" a note from the library.
+        if self._debug is not None:
+            self._debug(direction, line if isinstance(line, str) else _decode(line))
 
     def _send(self, data, command, timeout=None):
         if self._link is None:
@@ -899,6 +1083,8 @@ class SMTPClient:
             code = c
             if on_line is not None:
                 on_line(index, self._rbuf, start + 4, end)
+            if self._debug is not None:
+                self._trace("<", bytes(line))
             if kept < _REPLY_TEXT_MAX:
                 t = _decode(bytes(line[4:])) if end - start > 4 else ""
                 texts.append(t)
@@ -966,9 +1152,9 @@ class SMTPClient:
     def _authenticate(self):
         if self.username is None:
             return
-        if not (self._secure or self.allow_insecure_auth):
+        if not (self._secure and self.tls_verified or self.allow_insecure_auth):
             raise SMTPAuthenticationError(
-                "refusing to send credentials over a connection without TLS", AUTHENTICATION_ERROR
+                "refusing to send credentials without verified TLS", AUTHENTICATION_ERROR
             )
         mech = self._choose_mechanism()
         user = self.username.encode()
@@ -1015,11 +1201,14 @@ class SMTPClient:
         return reply
 
     def _auth_send(self, line):
+        words = line.split(b" ")
+        self._trace(">", b" ".join(words[:2]) + (b" ****" if len(words) > 2 else b""))
         self._send(line + b"\r\n", "AUTH")
         return self._read_reply("AUTH")
 
     def _auth_respond(self, line):
         # Responses may exceed 512 octets (long OAuth tokens); RFC 4954 allows 12288.
+        self._trace(">", line if line in (b"*", b"") else b"****")  # secrets never in a transcript
         self._send(line + b"\r\n", "AUTH")
         return self._read_reply("AUTH")
 
@@ -1596,6 +1785,7 @@ class _Out:
         self.buf = client._obuf
         self.mv = memoryview(self.buf)
         self.n = 0
+        self.total = 0
 
     def put(self, data, i=0, j=None):
         if j is None:
@@ -1629,9 +1819,11 @@ class _Out:
     def flush(self):
         if self.n:
             self.client._send(self.mv[: self.n], "DATA")
+            self.total += self.n
             self.n = 0
 
     def terminate(self):
         # The sinks end the body with CRLF; "." CRLF after it is the only CRLF.CRLF sent.
         self.put(b".\r\n")
         self.flush()
+        self.client._trace(">", "<message: %d octets>" % self.total)
