@@ -114,11 +114,11 @@ class Runner:
         return json.loads(lines[-1])
 
     def send(self, client, heap=DEFAULT_HEAP, **mail):
-        """One mail_send; returns {"ok": reply} or {"error": ...}."""
+        """One mail_send; returns {"ok": reply} or {"error": ...}, plus "report" (the whole)."""
         report = self.run(client, [mail], heap=heap)
-        if "error" in report:
-            return {"error": report["error"]}
-        return report["results"][0]
+        result = {"error": report["error"]} if "error" in report else dict(report["results"][0])
+        result["report"] = report
+        return result
 
 
 @pytest.fixture(params=["cpython", "micropython"])
@@ -132,6 +132,66 @@ def runner(request, tmp_path):
 @pytest.fixture
 def cpython_runner():
     return Runner("cpython")
+
+
+# -- a test PKI ------------------------------------------------------------------------------------
+
+
+class PKI:
+    """Certificates made for this run (trustme): a CA and a server certificate for "localhost",
+    "smtp.test" and 127.0.0.1 signed by it; a second, untrusted CA with its own certificate for
+    the same names; and a certificate from the good CA for another name only. Files are PEM
+    unless named *_der."""
+
+    def __init__(self, folder):
+        import trustme
+
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.ca = trustme.CA()
+        self.ca_pem = self._write("ca.pem", self.ca.cert_pem.bytes())
+        self.ca_der = self._write("ca.der", ssl_pem_to_der(self.ca.cert_pem.bytes()))
+        self.cert_pem, self.key_pem = self._issue(self.ca, "server", "localhost", "smtp.test", "127.0.0.1")
+        self.evil_ca = trustme.CA()
+        self.evil_cert_pem, self.evil_key_pem = self._issue(self.evil_ca, "evil", "localhost", "smtp.test",
+                                                            "127.0.0.1")
+        self.other_cert_pem, self.other_key_pem = self._issue(self.ca, "other", "other.example")
+
+    def _write(self, name, data):
+        path = self.folder / name
+        path.write_bytes(data)
+        return path
+
+    def _issue(self, ca, stem, *names):
+        cert = ca.issue_cert(*names)
+        chain = self._write(stem + "-chain.pem", b"".join(p.bytes() for p in cert.cert_chain_pems))
+        key = self._write(stem + "-key.pem", cert.private_key_pem.bytes())
+        return chain, key
+
+    def server_context(self, which="good"):
+        """An ssl.SSLContext for a test server presenting the good, evil or other certificate."""
+        import ssl
+
+        cert, key = {"good": (self.cert_pem, self.key_pem), "evil": (self.evil_cert_pem, self.evil_key_pem),
+                     "other": (self.other_cert_pem, self.other_key_pem)}[which]
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(cert), str(key))
+        return ctx
+
+
+def ssl_pem_to_der(pem):
+    import ssl
+
+    return ssl.PEM_cert_to_DER_cert(pem.decode())
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    try:
+        import trustme  # noqa: F401
+    except ImportError:
+        require(False, "trustme")
+    return PKI(tmp_path_factory.mktemp("pki"))
 
 
 # -- servers ------------------------------------------------------------------------------------

@@ -83,8 +83,24 @@ def _constants(d):
             v = getattr(smtp_duo, v)
         elif k == "password" and isinstance(v, dict):
             v = _provider(v["token"])
+        elif k == "cadata" and isinstance(v, dict):  # {"file": path}: the CA as the board reads it
+            with open(v["file"], "rb") as f:
+                v = f.read()
+        elif k == "debug" and v is True:
+            v = _TRANSCRIPT.record
         out[k] = v
     return out
+
+
+class _Transcript:
+    def __init__(self):
+        self.lines = []
+
+    def record(self, direction, line):
+        self.lines.append(direction + " " + line)
+
+
+_TRANSCRIPT = _Transcript()
 
 
 def _provider(token):
@@ -111,10 +127,11 @@ def run_job(job):
     gc.collect()
     heap0 = gc.mem_alloc() if hasattr(gc, "mem_alloc") else 0
     results = []
+    _TRANSCRIPT.lines = []
     try:
         client = smtp_duo.SMTPClient(**_constants(job["client"]))
     except Exception as e:
-        return {"error": _error(e), "results": results}
+        return {"error": _error(e), "results": results, "transcript": _TRANSCRIPT.lines}
     try:
         if job.get("session"):
             with client.session() as s:
@@ -124,11 +141,13 @@ def run_job(job):
             for mail in job["mails"]:
                 results.append(_send(client, mail))
     except Exception as e:
-        return {"error": _error(e), "results": results}
+        return {"error": _error(e), "results": results, "transcript": _TRANSCRIPT.lines}
+    verified = client.tls_verified
     client = None
     gc.collect()
     heap1 = gc.mem_alloc() if hasattr(gc, "mem_alloc") else 0
-    return {"results": results, "heap": {"before": heap0, "after": heap1}}
+    return {"results": results, "heap": {"before": heap0, "after": heap1}, "tls_verified": verified,
+            "transcript": _TRANSCRIPT.lines}
 
 
 def main():

@@ -12,6 +12,11 @@ Missing verbs get a normal answer (see DEFAULTS). A value may be:
 "DOT" is the answer to the end of message data; "greeting" is sent on connect.
 Everything the client sends is kept in `received` (bytes), its command lines in `commands`,
 message contents (as on the wire, dot-stuffed) in `messages`.
+
+TLS: with `tls_context` (a server ssl.SSLContext) the server answers "STARTTLS" (default
+"220 ready") and then does the handshake; `implicit=True` does it right after accepting.
+`plaintext` is what the client sent before TLS started (all of it, if TLS never started);
+`tls_errors` records failed handshakes (a client that refused the certificate shows up here).
 """
 
 import re
@@ -46,9 +51,15 @@ DEFAULTS = {
 
 
 class FakeServer:
-    def __init__(self, script=None, connections=1, line_limit=1 << 20):
+    def __init__(self, script=None, connections=1, line_limit=1 << 20, tls_context=None, implicit=False):
         self.script = dict(DEFAULTS)
+        if tls_context is not None and not implicit:
+            self.script.setdefault("STARTTLS", b"220 2.0.0 ready to start TLS\r\n")
         self.script.update(script or {})
+        self.tls_context = tls_context
+        self.implicit = implicit
+        self.tls_at = None  # len(received) when TLS started
+        self.tls_errors = []
         self.connections = connections
         self.line_limit = line_limit
         self.received = b""
@@ -87,6 +98,19 @@ class FakeServer:
     def wait_closed(self, timeout=10):
         """Wait until the client has closed its end of the last connection."""
         return self.closed_by_client.wait(timeout)
+
+    @property
+    def plaintext(self):
+        return self.received if self.tls_at is None else self.received[: self.tls_at]
+
+    def _start_tls(self, conn):
+        try:
+            tls = self.tls_context.wrap_socket(conn, server_side=True)
+        except (OSError, ValueError) as e:
+            self.tls_errors.append(repr(e))
+            return None
+        self.tls_at = len(self.received)
+        return tls
 
     # -- serving ------------------------------------------------------------------------------
 
@@ -152,6 +176,10 @@ class FakeServer:
     def _session(self, conn):
         conn.settimeout(30)
         buf = b""
+        if self.implicit:
+            conn = self._start_tls(conn)
+            if conn is None:
+                return
         if self._answer(conn, self._next("greeting")) is None:
             return
         in_data = in_auth = False
@@ -195,6 +223,11 @@ class FakeServer:
             if verb == "QUIT":
                 self._drain_until_closed(conn)
                 return
+            if verb == "STARTTLS" and sent.startswith(b"220") and self.tls_context is not None:
+                buf = b""  # what came before the handshake is not part of the TLS session
+                conn = self._start_tls(conn)
+                if conn is None:
+                    return
 
     def _recv(self, conn):
         try:
