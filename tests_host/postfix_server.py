@@ -13,6 +13,18 @@ Ports:
                    "554 5.7.1 ... Relay access denied").
   relay_port       no AUTH; anything from 127.0.0.1 is accepted.
 
+With ``tls_cert``/``tls_key`` (PEM chain and key, copied into the instance)
+two more ports, TLS 1.2+ only, no client certificates, no TLS session cache:
+  starttls_port    STARTTLS offered; AUTH (same mechanisms and users as the
+                   submission port) offered only after STARTTLS; MAIL before
+                   STARTTLS gets "530 5.7.0 Must issue a STARTTLS command
+                   first"; mail only from authenticated clients.
+  tls_port         implicit TLS (wrapper mode, like port 465); AUTH offered;
+                   mail only from authenticated clients.
+The plaintext ports never offer STARTTLS. Handshakes (protocol, cipher,
+failures) are logged to the maillog; start()'s readiness probe leaves one
+"SSL_accept error ... lost connection" line for tls_port there.
+
 What Postfix changes in ``data`` (see ``messages()``): lines end in LF, not
 CRLF; the leading dot of dot-stuffed lines is removed; one ``Received:``
 header (folded over several lines, continuation lines start with a TAB) is
@@ -23,8 +35,9 @@ prepended, e.g.::
     \tfor <bob@example.org>; Sat, 21 Nov 2026 23:38:52 +0000 (UTC)
 
 ("unknown" because client name lookup is off; ESMTPA after AUTH, else
-ESMTP/SMTP, UTF8SMTP(A) with SMTPUTF8; with several recipients there is no
-"for" clause and the ";" ends the "by" line). Nothing else is
+ESMTP/SMTP, ESMTPS(A) over TLS, UTF8SMTP(A) with SMTPUTF8; with several
+recipients there is no "for" clause and the ";" ends the "by" line). Nothing
+else is
 added: ``local_header_rewrite_clients`` is empty, so no Date/Message-ID/From/To
 headers are filled in and no addresses are rewritten. ``strip_received()``
 removes that first header.
@@ -102,6 +115,20 @@ submission_sender_restrictions = permit_sasl_authenticated,
     check_sender_access static:{{530 5.7.0 Authentication required}}
 """
 
+# Appended to MAIN_CF with tls_cert. TLS stays off (level none) unless a
+# service in master.cf turns it on. No session cache database and a zero
+# cache timeout (no session tickets either): every handshake is a full one.
+MAIN_CF_TLS = """\
+smtpd_tls_chain_files = {base}/conf/tls/key.pem, {base}/conf/tls/chain.pem
+smtpd_tls_security_level = none
+smtpd_tls_protocols = >=TLSv1.2
+smtpd_tls_mandatory_protocols = >=TLSv1.2
+smtpd_tls_ask_ccert = no
+smtpd_tls_session_cache_database =
+smtpd_tls_session_cache_timeout = 0
+smtpd_tls_loglevel = 1
+"""
+
 # Per-service -o overrides so more listeners (e.g. TLS) can be added as lines.
 MASTER_CF = """\
 127.0.0.1:{relay_port} inet n - n - - smtpd
@@ -113,7 +140,7 @@ MASTER_CF = """\
   -o smtpd_delay_reject=no
   -o smtpd_sender_restrictions=$submission_sender_restrictions
   -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
-pickup     unix  n - n 60  1 pickup
+{tls_services}pickup     unix  n - n 60  1 pickup
 cleanup    unix  n - n -   0 cleanup
 qmgr       unix  n - n 300 1 qmgr
 rewrite    unix  - - n -   - trivial-rewrite
@@ -133,6 +160,31 @@ scache     unix  - - n -   1 scache
 postlog    unix-dgram n - n - 1 postlogd
 store      unix  - n n -   - pipe flags=q user=nobody null_sender=
   argv={base}/deliver.sh {base}/store ${{queue_id}} ${{sender}} ${{recipient}}
+"""
+
+# Inserted into MASTER_CF with tls_cert. Postfix 3.7 smtpd seeds OpenSSL's
+# PRNG through tlsmgr(8) even without a session cache: without it STARTTLS
+# gets "454 4.7.0 TLS not available due to local problem" (maillog: "no
+# entropy for TLS key generation"). Its PRNG state file goes to
+# $data_directory (private to the instance).
+MASTER_CF_TLS = """\
+127.0.0.1:{starttls_port} inet n - n - - smtpd
+  -o syslog_name=postfix/starttls
+  -o smtpd_tls_security_level=encrypt
+  -o smtpd_tls_auth_only=yes
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_delay_reject=no
+  -o smtpd_sender_restrictions=$submission_sender_restrictions
+  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
+127.0.0.1:{tls_port} inet n - n - - smtpd
+  -o syslog_name=postfix/smtps
+  -o smtpd_tls_wrappermode=yes
+  -o smtpd_tls_security_level=encrypt
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_delay_reject=no
+  -o smtpd_sender_restrictions=$submission_sender_restrictions
+  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
+tlsmgr     unix  - - n 1000? 1 tlsmgr
 """
 
 SASL_CONF = """\
@@ -195,11 +247,16 @@ def strip_received(data):
 class PostfixServer:
     """A private Postfix instance; see the module docstring."""
 
-    def __init__(self, users=None, realm="example.test"):
+    def __init__(self, users=None, realm="example.test", tls_cert=None, tls_key=None):
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
         self.users = dict(users if users is not None else {"alice": "secret"})
         self.realm = realm
+        self.tls_cert = None if tls_cert is None else os.fspath(tls_cert)
+        self.tls_key = None if tls_key is None else os.fspath(tls_key)
         self.base = None
         self.submission_port = self.relay_port = None
+        self.starttls_port = self.tls_port = None
         self._master_pid = None
         self._watchdog = None
 
@@ -242,17 +299,32 @@ class PostfixServer:
     def _setup(self, base):
         nobody = pwd.getpwnam("nobody")
         postfix_gid = grp.getgrnam("postfix").gr_gid
-        self.relay_port, self.submission_port = _free_ports(2)
+        tls = self.tls_cert is not None
+        ports = _free_ports(4 if tls else 2)
+        self.relay_port, self.submission_port = ports[:2]
+        if tls:
+            self.starttls_port, self.tls_port = ports[2:]
         for d in ("conf", "conf/sasl", "queue", "store"):
             os.mkdir(os.path.join(base, d), 0o755)
+        if tls:
+            # Readable by root and the postfix group only.
+            os.mkdir(os.path.join(base, "conf", "tls"), 0o755)
+            for src, name in ((self.tls_cert, "chain.pem"), (self.tls_key, "key.pem")):
+                dst = os.path.join(base, "conf", "tls", name)
+                shutil.copyfile(src, dst)
+                os.chown(dst, 0, postfix_gid)
+                os.chmod(dst, 0o640)
         os.mkdir(os.path.join(base, "data"), 0o700)
         os.chown(os.path.join(base, "data"), pwd.getpwnam("postfix").pw_uid,
                  postfix_gid)
         os.chown(os.path.join(base, "store"), nobody.pw_uid, nobody.pw_gid)
         fmt = dict(base=base, hostname=HOSTNAME, realm=self.realm,
                    relay_port=self.relay_port,
-                   submission_port=self.submission_port)
-        for name, text, mode in (("conf/main.cf", MAIN_CF.format(**fmt), 0o644),
+                   submission_port=self.submission_port,
+                   starttls_port=self.starttls_port, tls_port=self.tls_port)
+        main_cf = MAIN_CF + (MAIN_CF_TLS if tls else "")
+        fmt["tls_services"] = MASTER_CF_TLS.format(**fmt) if tls else ""
+        for name, text, mode in (("conf/main.cf", main_cf.format(**fmt), 0o644),
                                  ("conf/master.cf", MASTER_CF.format(**fmt), 0o644),
                                  ("conf/sasl/smtpd.conf", SASL_CONF.format(**fmt), 0o644),
                                  ("deliver.sh", DELIVER_SH, 0o755)):
@@ -292,7 +364,8 @@ class PostfixServer:
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout
-        pending = {self.relay_port, self.submission_port}
+        pending = {p for p in (self.relay_port, self.submission_port,
+                               self.starttls_port, self.tls_port) if p}
         while pending:
             for port in list(pending):
                 try:
