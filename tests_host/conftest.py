@@ -276,12 +276,13 @@ def smtpd():
 
 
 @pytest.fixture(scope="session")
-def postfix():
-    """A private Postfix instance on loopback (see postfix_server.py), for the whole run."""
+def postfix(pki):
+    """A private Postfix instance on loopback (see postfix_server.py), for the whole run, with the
+    test PKI's certificate on its STARTTLS and implicit-TLS ports."""
     require(shutil.which("postfix") or Path("/usr/sbin/postfix").exists(), "Postfix")
     from postfix_server import PostfixServer
 
-    srv = PostfixServer(users=USERS)
+    srv = PostfixServer(users=USERS, tls_cert=str(pki.cert_pem), tls_key=str(pki.key_pem))
     srv.start()
     yield srv
     srv.stop()

@@ -9,6 +9,7 @@ port (its `tls` module, the CA given as DER, as on a board).
 
 import base64
 import re
+import ssl
 import time
 
 import pytest
@@ -249,3 +250,56 @@ def test_aiosmtpd_implicit_tls(runner, smtpd, pki):
     r = runner.send(tls_config(ctl.port, pki, "TLS_IMPLICIT", **creds()), **MAIL)
     assert "ok" in r, r
     assert len(ctl.handler.messages) == 1
+
+
+# -- Postfix over TLS: the real MTA -----------------------------------------------------------------
+
+
+def delivered(postfix, reply_text, timeout=10):
+    queue_id = reply_text.rsplit(" ", 1)[-1]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for m in postfix.messages():
+            if m["queue_id"] == queue_id:
+                return m
+        time.sleep(0.05)
+    raise AssertionError("not delivered: %s\n%s" % (queue_id, postfix.log_tail()))
+
+
+@pytest.mark.parametrize("auth", ["AUTH_PLAIN", "AUTH_LOGIN", "AUTH_CRAM_MD5"])
+def test_postfix_starttls_with_auth(runner, postfix, pki, auth):
+    body = "Reading 81.5 C\n.dot line\nZażółć\n"
+    r = runner.send(tls_config(postfix.starttls_port, pki, authentication_type=auth, **creds()),
+                    **dict(MAIL, subject="starttls " + auth, mail_body={"str": body}))
+    assert "ok" in r, r
+    m = delivered(postfix, r["ok"]["text"])
+    assert m["sender"] == "sensor@example.com" and m["recipients"] == ["bob@example.org"]
+    assert m["data"].split(b"\n\n", 1)[1] == body.encode()
+    assert b"with ESMTPSA" in m["data"]  # Postfix: ESMTP, TLS, authenticated
+
+
+def test_postfix_implicit_tls_with_auth(runner, postfix, pki):
+    r = runner.send(tls_config(postfix.tls_port, pki, "TLS_IMPLICIT", **creds()), **MAIL)
+    assert "ok" in r, r
+    assert b"with ESMTPSA" in delivered(postfix, r["ok"]["text"])["data"]
+
+
+def test_postfix_offers_no_auth_before_tls(runner, postfix):
+    # smtpd_tls_auth_only: a client that will not do TLS has no AUTH to use, so it never sends
+    # its password (it was allowed to, with allow_insecure_auth, and still cannot).
+    cfg = client_config(postfix.starttls_port, allow_insecure_auth=True, **creds())
+    e = runner.send(cfg, **MAIL)["error"]
+    assert e["type"] == "SMTPNotSupportedError" and "offers no AUTH" in e["message"]
+
+
+def test_postfix_refuses_mail_before_starttls(runner, postfix):
+    e = runner.send(client_config(postfix.starttls_port), **MAIL)["error"]
+    assert (e["type"], e["code"]) == ("SMTPAuthenticationError", 530)
+
+
+def test_postfix_certificate_checked_against_the_wrong_ca(runner, postfix, pki, tmp_path):
+    evil_der = tmp_path / "evil.der"
+    evil_der.write_bytes(ssl.PEM_cert_to_DER_cert(pki.evil_ca.cert_pem.bytes().decode()))
+    e = runner.send(tls_config(postfix.tls_port, pki, "TLS_IMPLICIT", cadata={"file": str(evil_der)},
+                               **creds()), **MAIL)["error"]
+    assert e["type"] == "SMTPTLSError" and "certificate" in e["message"]

@@ -334,6 +334,28 @@ def test_body_source_failure_never_sends_the_end_of_data():
     check(srv.closed and srv.messages == [] and b"\r\n.\r\n" not in srv.received())
 
 
+# -- TLS failures as the boards raise them -----------------------------------------------------------
+
+
+def test_tls_failures_say_what_to_do():
+    cases = [
+        # (exception as MicroPython/mbedTLS raises it, words the message must have, temporary)
+        (OSError(-17040, "MBEDTLS_ERR_RSA_PUBLIC_FAILED+MBEDTLS_ERR_MPI_ALLOC_FAILED"), "out of memory", True),
+        (OSError(12), "out of memory", True),
+        (OSError(-29184, "MBEDTLS_ERR_SSL_INVALID_RECORD"), "did not answer in TLS", False),
+        (OSError(-29312, "MBEDTLS_ERR_SSL_CONN_EOF"), "closed the connection", True),
+        (OSError(-30592, "MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE"), "refused the TLS handshake", False),
+        (OSError(-30336, "SSL - No CA Chain is set, but required to operate"), "pass cadata", False),
+        (ValueError("\nThe certificate Common Name (CN) does not match with the expected CN\n"), "certificate", False),
+        (ValueError("The certificate is not correctly signed by the trusted CA"), "certificate", False),
+        (OSError(110), "timed out", True),
+    ]
+    for exc, words, temporary in cases:
+        e = smtp_duo._tls_failure(exc, 587)
+        check(isinstance(e, smtp_duo.SMTPTLSError) and isinstance(e, smtp_duo.SMTPError), exc)
+        check(words in e.message and e.temporary == temporary and e.status == smtp_duo.TLS_ERROR, (exc, e.message))
+
+
 # -- runner ----------------------------------------------------------------------------------------
 
 
