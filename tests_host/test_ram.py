@@ -77,3 +77,9 @@ def test_memoryview_body_is_not_copied(bench):
     mod, r = bench
     v = _verdict(r, "send 32 KiB memoryview - send 32 KiB bytearray")
     assert v["value"] is not None and v["value"] <= 1024, v
+
+
+def test_tls_send_heap_does_not_grow_with_the_body(bench):
+    mod, r = bench
+    v = _verdict(r, "send 1 MiB TLS - send 1 KiB TLS")
+    assert v["value"] is not None and v["value"] <= 2 * 1024, v

@@ -28,7 +28,11 @@ def parse_args():
     p.add_argument("--to", default="alerts@example.com", help="recipient (repeat with commas)")
     p.add_argument("--username")
     p.add_argument("--password", help="or set SMTP_DUO_PASSWORD")
-    p.add_argument("--tls", choices=["none", "starttls", "implicit"], default="none")
+    p.add_argument("--tls", choices=["none", "starttls", "implicit"], default="none",
+                   help="TLS mode; with the local server it gets a certificate from a CA made for the run")
+    p.add_argument("--cadata", help="CA certificate (DER or PEM) to verify the server (tools/fetch_ca.py)")
+    p.add_argument("--server-name", help="name to check in the server's certificate (default: --server)")
+    p.add_argument("--debug", action="store_true", help="print the SMTP transcript (secrets redacted)")
     p.add_argument("--allow-insecure-auth", action="store_true",
                    help="allow credentials without TLS (lab servers only)")
     p.add_argument("--reading", type=float, default=81.5)
@@ -53,6 +57,24 @@ class Inbox:
     async def handle_DATA(self, server, session, envelope):
         self.envelopes.append(envelope)
         return "250 2.0.0 OK: queued as DEMO%d" % len(self.envelopes)
+
+
+def local_tls(mode, work, settings):
+    """For the local server in a TLS mode: a certificate for "localhost" from a CA made now, whose
+    DER the client gets as cadata, as a board would."""
+    if mode == "none":
+        return {}
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("localhost").configure_cert(ctx)
+    der = work / "ca.der"
+    der.write_bytes(ssl.PEM_cert_to_DER_cert(ca.cert_pem.bytes().decode()))
+    settings.update(cadata=str(der), server_hostname="localhost")
+    return {"ssl_context": ctx} if mode == "implicit" else {"tls_context": ctx, "require_starttls": True}
 
 
 def run_sender(args, settings, work):
@@ -85,7 +107,8 @@ def main():
         "from": args.sender, "to": [a.strip() for a in args.to.split(",") if a.strip()],
         "username": args.username, "password": args.password or os.environ.get("SMTP_DUO_PASSWORD"),
         "tls": args.tls, "allow_insecure_auth": args.allow_insecure_auth,
-        "reading": args.reading, "threshold": args.threshold,
+        "reading": args.reading, "threshold": args.threshold, "debug": args.debug,
+        "cadata": args.cadata, "server_hostname": args.server_name,
     }
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -98,11 +121,13 @@ def main():
 
         inbox = Inbox()
         port = free_port()
-        ctl = Controller(inbox, hostname="127.0.0.1", port=port)
+        tls_kw = local_tls(args.tls, work, settings)
+        ctl = Controller(inbox, hostname="127.0.0.1", port=port, **tls_kw)
         ctl.start()
         try:
             settings.update(server="127.0.0.1", port=port)
-            print("server: local aiosmtpd on 127.0.0.1 port %d" % port)
+            print("server: local aiosmtpd on 127.0.0.1 port %d%s" % (
+                port, {"none": "", "starttls": ", STARTTLS", "implicit": ", implicit TLS"}[args.tls]))
             rc = run_sender(args, settings, work)
             deadline = time.monotonic() + 5
             while rc == 0 and not inbox.envelopes and time.monotonic() < deadline:

@@ -55,11 +55,19 @@ def run(argv):
 
     if what == "import":
         return
-    client = smtp_duo.SMTPClient("127.0.0.1", int(argv[2]), from_address="bench@example.com",
-                                 timeout=15)
+    if what == "tls":  # implicit TLS, certificate verified against the CA in argv[5] (DER)
+        with open(argv[5], "rb") as f:
+            cadata = f.read()
+        client = smtp_duo.SMTPClient("127.0.0.1", int(argv[2]), from_address="bench@example.com",
+                                     timeout=15, tls=smtp_duo.TLS_IMPLICIT, cadata=cadata,
+                                     server_hostname="localhost")
+        cadata = None
+    else:
+        client = smtp_duo.SMTPClient("127.0.0.1", int(argv[2]), from_address="bench@example.com",
+                                     timeout=15)
     if what == "client":
         return
-    if what == "file":
+    if what in ("file", "tls"):
         body = open(argv[4], "rb")
     elif what in ("bytearray", "memoryview"):  # the body held in RAM, in a buffer of its size
         with open(argv[4], "rb") as f:
@@ -74,7 +82,7 @@ def run(argv):
     try:
         reply = client.mail_send(argv[3], smtp_duo.PRIORITY_NORMAL, "heap bench", body)
     finally:
-        if what == "file":
+        if what in ("file", "tls"):
             body.close()
     if reply.code != 250:
         print("PROBE-REPLY", reply.code)
@@ -89,7 +97,7 @@ except MemoryError:
 print("PROBE-OK")
 '''
 
-SEND_MODES = ("file", "str", "bytearray", "memoryview")
+SEND_MODES = ("file", "str", "bytearray", "memoryview", "tls")
 RAM_BODY = 32 * KIB  # a body held in RAM: a memoryview of it must cost no more than the buffer
 VIEW_BOUND = 1 * KIB  # memoryview body - bytearray body
 
@@ -186,17 +194,33 @@ def _free_port():
 
 
 class _Sink:
-    def __init__(self):
+    """The local SMTP server: plaintext on `port`, implicit TLS on `tls_port` with a certificate
+    for "localhost" from a test CA whose DER is written to `ca_der`."""
+
+    def __init__(self, work):
+        import ssl
+
+        import trustme
         from aiosmtpd.controller import Controller
 
         self.handler = _CountingHandler()
         self.port = _free_port()
         self.ctl = Controller(self.handler, hostname="127.0.0.1", port=self.port,
                               data_size_limit=64 * MIB, enable_SMTPUTF8=True)
+        ca = trustme.CA()
+        self.ca_der = work / "ca.der"
+        self.ca_der.write_bytes(ssl.PEM_cert_to_DER_cert(ca.cert_pem.bytes().decode()))
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ca.issue_cert("localhost").configure_cert(ctx)
+        self.tls_port = _free_port()
+        self.tls_ctl = Controller(self.handler, hostname="127.0.0.1", port=self.tls_port,
+                                  data_size_limit=64 * MIB, ssl_context=ctx)
         self.ctl.start()
+        self.tls_ctl.start()
 
     def stop(self):
         self.ctl.stop()
+        self.tls_ctl.stop()
 
 
 # -- tools -------------------------------------------------------------------------------------
@@ -240,8 +264,9 @@ class _Prober:
             rcpt = "probe%d@example.com" % self.serial
         mode, arg = scen["mode"], scen.get("arg", "-")
         min_size, digest = scen.get("size", 0), scen.get("digest")
-        args = [self.micropython, "-X", "heapsize=%d" % heap, "-m", "heap_probe", mode,
-                str(self.sink.port), rcpt, str(arg)]
+        port = self.sink.tls_port if mode == "tls" else self.sink.port
+        args = [self.micropython, "-X", "heapsize=%d" % heap, "-m", "heap_probe", mode, str(port), rcpt,
+                str(arg), str(self.sink.ca_der)]
         env = dict(os.environ, MICROPYPATH=str(self.work))
         try:
             p = subprocess.run(args, capture_output=True, text=True, timeout=self.timeout, env=env,
@@ -317,6 +342,10 @@ def _scenarios(files, with_str, kinds):
     for mode in ("bytearray", "memoryview"):
         out.append({"name": "send 32 KiB %s" % mode, "mode": mode, "arg": path, "size": RAM_BODY,
                     "digest": digest, "kind": "text", "bytes": RAM_BODY})
+    for size, tag in ((KIB, "1 KiB"), (MIB, "1 MiB")):
+        path, digest = files[("text", size)]
+        out.append({"name": "send %s TLS" % tag, "mode": "tls", "arg": path, "size": size, "digest": digest,
+                    "kind": "text", "bytes": size})
     for kind in kinds:
         label = "" if kind == "text" else " " + kind
         for size, tag in ((KIB, "1 KiB"), (MIB, "1 MiB")):
@@ -364,7 +393,7 @@ def measure(micropython=None, mpy_cross=None, kinds=("text", "8bit", "long"), wi
                 digest = None if long_lines else hashlib.sha256(_normalised(data)).hexdigest()
                 files[(kind, size)] = (path.name, digest)
 
-        sink = _Sink()
+        sink = _Sink(work)
         prober = _Prober(micropython, work, sink, probe_timeout)
         scens = _scenarios(files, with_str, kinds)
 
@@ -415,6 +444,9 @@ def measure(micropython=None, mpy_cross=None, kinds=("text", "8bit", "long"), wi
                          "ok": v1 is not None and v1 <= IMPORT_BOUND, "kind": s["kind"]})
         verdicts.append({"name": "%s - %s" % (s["name"], small_name), "bound": SMALL_BOUND, "value": v2,
                          "ok": v2 is not None and v2 <= SMALL_BOUND, "kind": s["kind"]})
+    v4 = sub(heap.get("send 1 MiB TLS"), heap.get("send 1 KiB TLS"))
+    verdicts.append({"name": "send 1 MiB TLS - send 1 KiB TLS", "bound": SMALL_BOUND, "value": v4,
+                     "ok": v4 is not None and v4 <= SMALL_BOUND, "kind": "text"})
     v3 = sub(heap.get("send 32 KiB memoryview"), heap.get("send 32 KiB bytearray"))
     verdicts.append({"name": "send 32 KiB memoryview - send 32 KiB bytearray", "bound": VIEW_BOUND,
                      "value": v3, "ok": v3 is not None and v3 <= VIEW_BOUND, "kind": "text"})
