@@ -12,7 +12,7 @@
 
 metadata(
     description="SMTP client for MicroPython (NetX Duo SMTP client API) to send alert e-mails",
-    version="0.1.0",
+    version="0.2.0",
     license="MIT",
 )
 

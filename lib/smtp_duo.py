@@ -13,7 +13,7 @@ except ImportError:  # CPython
 import binascii
 import sys
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # ---------------------------------------------------------------------------------------------
 # Public constants. Values follow the reference where it has one (nxd_smtp_client.h).
@@ -526,6 +526,9 @@ def _tls_failure(e, port):
     if _is_timeout(e):
         msg, temp = ("TLS handshake timed out on port %d: is it a TLS port? (TLS_IMPLICIT is "
                      "usually 465, TLS_STARTTLS 587)" % port), True
+    elif "expired" in low or "future" in low or "not yet valid" in low:
+        msg, temp = ("server certificate outside its validity dates (%s): set the board's clock "
+                     "first (ntptime.settime()); certificates are checked against it" % text.strip()), True
     elif "certificate" in low or "verify" in low or "hostname" in low or " cn " in low or "(cn)" in low:
         msg, temp = ("server certificate rejected (%s): give the CA that signed this server's "
                      "certificate as cadata (tools/fetch_ca.py finds it) and make sure "

@@ -349,6 +349,8 @@ def test_tls_failures_say_what_to_do():
         (ValueError("\nThe certificate Common Name (CN) does not match with the expected CN\n"), "certificate", False),
         (ValueError("The certificate is not correctly signed by the trusted CA"), "certificate", False),
         (OSError(110), "timed out", True),
+        (ValueError("The certificate validity starts in the future"), "set the board's clock", True),
+        (ValueError("The certificate validity has expired"), "set the board's clock", True),
     ]
     for exc, words, temporary in cases:
         e = smtp_duo._tls_failure(exc, 587)
