@@ -15,20 +15,23 @@ WIFI_ATTEMPTS = 3  # per round; the next round tries again
 NTP_HOST = "pool.ntp.org"  # or your router's address
 
 # --- Mail ----------------------------------------------------------------------------------------
-# smtp_duo 0.1 has no TLS. Use a relay on your own network that accepts mail from the board
-# on port 25 without a password: Postfix with the board's subnet in mynetworks, or the mail
-# relay of a NAS or home server. That relay then forwards to your mailbox provider over TLS.
-SMTP_SERVER = "192.168.1.10"
-SMTP_PORT = 25
+# A mail provider needs TLS and a login: SMTP_TLS = "starttls" with port 587 (or "implicit" with
+# 465), SMTP_USERNAME and SMTP_PASSWORD (Gmail: an app password, not your account password), and
+# SMTP_CA_FILE: the CA certificate that proves the server is the real one, as DER. Make it on a
+# PC with `python3 tools/fetch_ca.py smtp.example.com:587` and copy it next to main.py. Without it
+# the mail is encrypted but the server is not authenticated, and smtp_duo refuses to log in.
+# A relay on your own network may take mail on port 25 without TLS or login: SMTP_TLS = "none".
+SMTP_SERVER = "smtp.example.com"
+SMTP_PORT = None  # None: 587 for "starttls", 465 for "implicit", 25 for "none"
+SMTP_TLS = "starttls"  # "starttls", "implicit" or "none"
+SMTP_CA_FILE = "ca.der"  # None to skip verification (then no login is possible)
+SMTP_SERVER_NAME = None  # the name in the certificate, if SMTP_SERVER is an IP address
 MAIL_FROM = "sensor@example.com"
 MAIL_TO = "you@example.com"  # one address, or a list of them
 SMTP_TIMEOUT_S = 20
-
-# Only if your LAN relay wants a login. Without TLS the password crosses your network
-# readable by anyone on it, so smtp_duo refuses unless SMTP_ALLOW_INSECURE_AUTH is True.
-# For a mail provider (port 587 or 465) wait for smtp_duo 0.2, which adds TLS.
-SMTP_USERNAME = None
-SMTP_PASSWORD = None
+SMTP_USERNAME = "sensor@example.com"
+SMTP_PASSWORD = "app-password"
+# True only for a lab server: lets the password go without verified TLS, readable on the way.
 SMTP_ALLOW_INSECURE_AUTH = False
 
 # --- Sensor and alert ----------------------------------------------------------------------------
