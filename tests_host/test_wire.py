@@ -583,6 +583,7 @@ def test_bad_mail_arguments_raise_valueerror_before_connecting(runner, fake, bad
     {"username": "u\r\n", "password": "p", "allow_insecure_auth": True},
     {"username": "u", "password": "p\n", "allow_insecure_auth": True},
     {"username": "u", "password": "p"},  # no TLS and no allow_insecure_auth
+    {"server_address": "127.0.0.1\r\nEHLO x"}, {"server_address": ""}, {"debug": "yes"},
     {"authentication_type": 7}, {"tls": 9}, {"port": 70000}, {"timeout": 0},
     {"from_address": None}, {"username": "u"},
 ])
