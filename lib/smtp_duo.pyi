@@ -1,0 +1,175 @@
+# Type stub for smtp_duo: the public API, for editors and type checkers (Pylance, pyright, mypy)
+# on a PC. MicroPython never reads it; it is not installed by mip (copy it next to smtp_duo.py in
+# your project, or point your editor's stub path at this folder). tests_host/test_types.py keeps
+# it in step with smtp_duo.py.
+
+from typing import Any, Callable, Final, Iterable, Iterator, Literal, Protocol, Sequence
+
+__version__: Final[str]
+
+# Authentication (authentication_type=)
+AUTH_AUTO: Final = 0
+AUTH_LOGIN: Final = 1
+AUTH_CRAM_MD5: Final = 2
+AUTH_PLAIN: Final = 3
+AUTH_XOAUTH2: Final = 8
+AUTH_NONE: Final = 0xFFFF
+
+# Priority (mail_send priority=)
+PRIORITY_LOW: Final = 1
+PRIORITY_NORMAL: Final = 2
+PRIORITY_HIGH: Final = 4
+
+# TLS mode (tls=)
+TLS_NONE: Final = 0
+TLS_STARTTLS: Final = 1
+TLS_IMPLICIT: Final = 2
+
+# SMTPError.status values (NetX Duo's NX_SMTP_* / NX_* names)
+NO_PACKET: Final = 0x01
+SIZE_ERROR: Final = 0x09
+IP_ADDRESS_ERROR: Final = 0x21
+NOT_CONNECTED: Final = 0x38
+AUTHENTICATION_ERROR: Final = 0xA0
+OVERSIZE_MAIL_DATA: Final = 0xA1
+INVALID_SERVER_REPLY: Final = 0xA2
+INTERNAL_ERROR: Final = 0xA3
+SERVER_ERROR_CODE_RECEIVED: Final = 0xA4
+INVALID_PARAM: Final = 0xA5
+PACKET_ALLOCATE_ERROR: Final = 0xA6
+GREET_REPLY_ERROR: Final = 0xA7
+HELLO_REPLY_ERROR: Final = 0xA8
+MAIL_REPLY_ERROR: Final = 0xA9
+RCPT_REPLY_ERROR: Final = 0xAA
+MESSAGE_REPLY_ERROR: Final = 0xAB
+DATA_REPLY_ERROR: Final = 0xAC
+AUTH_REPLY_ERROR: Final = 0xAD
+SERVER_ERROR_REPLY: Final = 0xAE
+TRANSMIT_ERROR: Final = 0xAF
+INVALID_SERVER_CHALLENGE: Final = 0xB0
+OVERSIZE_SERVER_REPLY: Final = 0xB1
+TLS_ERROR: Final = 0xC0
+
+# A clock before this year is taken as unset: no Date header (settable).
+CLOCK_VALID_FROM_YEAR: int
+
+# -- replies and errors --------------------------------------------------------------------------
+
+class Reply:
+    code: int
+    text: str
+    enhanced: str | None
+    # Recipients refused while others were accepted (on the reply mail_send returns).
+    refused: dict[str, Reply]
+    def __init__(self, code: int, text: str, enhanced: str | None = None) -> None: ...
+    # `code, text = reply`: yields the code (int), then the text (str).
+    def __iter__(self) -> Iterator[Any]: ...
+
+class SMTPError(Exception):
+    message: str
+    status: int
+    code: int | None
+    enhanced: str | None
+    text: str | None
+    command: str | None
+    temporary: bool
+    def __init__(
+        self,
+        message: str,
+        status: int,
+        reply: Reply | None = None,
+        command: str | None = None,
+        temporary: bool | None = None,
+    ) -> None: ...
+
+class SMTPConnectionError(SMTPError):
+    def __init__(
+        self, message: str, status: int = 0x38, command: str | None = None, reply: Reply | None = None
+    ) -> None: ...
+
+class SMTPTimeoutError(SMTPConnectionError):
+    def __init__(self, message: str, command: str | None = None) -> None: ...
+
+class SMTPProtocolError(SMTPError):
+    def __init__(self, message: str, status: int = 0xAE, command: str | None = None) -> None: ...
+
+class SMTPAuthenticationError(SMTPError): ...
+class SMTPTLSError(SMTPError): ...
+class SMTPNotSupportedError(SMTPError): ...
+
+class SMTPRecipientsRefused(SMTPError):
+    recipients: dict[str, Reply]
+    def __init__(self, message: str, recipients: dict[str, Reply], command: str | None = None) -> None: ...
+
+# -- the client ----------------------------------------------------------------------------------
+
+class _ReadInto(Protocol):
+    def readinto(self, buf: bytearray, /) -> int | None: ...
+
+class _Read(Protocol):
+    def read(self, size: int, /) -> str | bytes: ...
+
+# Addresses: "a@b.c", "<a@b.c>" or "Name <a@b.c>"; one or a list/tuple of them.
+_Addresses = str | list[str] | tuple[str, ...]
+# A body: text or bytes, a file (readinto() or read()), or chunks (a list, tuple or generator).
+_MailBody = str | bytes | bytearray | memoryview | _ReadInto | _Read | Iterable[str | bytes | bytearray]
+
+class _Session:
+    def __enter__(self) -> SMTPClient: ...
+    def __exit__(self, *exc: object) -> Literal[False]: ...
+
+class SMTPClient:
+    server_address: str
+    port: int
+    username: str | None
+    from_address: str
+    client_domain: str | None
+    authentication_type: int
+    timeout: float
+    tls: int
+    allow_insecure_auth: bool
+    server_hostname: str | None
+    # None: no TLS; True: the server's certificate was verified; False: encrypted, not authenticated.
+    tls_verified: bool | None
+    def __init__(
+        self,
+        server_address: str,
+        port: int | None = None,
+        username: str | None = None,
+        # A str, or for XOAUTH2 a callable returning the current token.
+        password: str | Callable[[], str | bytes] | None = None,
+        # Required (ValueError without it).
+        from_address: str | None = None,
+        client_domain: str | None = None,
+        authentication_type: int = 0,
+        timeout: float = 30,
+        tls: int = 0,
+        allow_insecure_auth: bool = False,
+        # The CA certificate that verifies the server: DER bytes (PEM where the runtime reads it).
+        cadata: bytes | bytearray | str | None = None,
+        # A ready SSLContext (ssl or tls), used as is.
+        ssl_context: Any = None,
+        server_hostname: str | None = None,
+        # debug(direction, line): ">" sent, "<" received, "*" a note.
+        debug: Callable[[str, str], object] | None = None,
+    ) -> None: ...
+    def has_extension(self, name: str | bytes) -> bool: ...
+    @property
+    def size_limit(self) -> int: ...
+    def session(self) -> _Session: ...
+    def mail_send(
+        self,
+        recipient_address: _Addresses,
+        priority: int = 2,
+        subject: str = "",
+        mail_body: _MailBody = "",
+        cc: _Addresses = (),
+        bcc: _Addresses = (),
+    ) -> Reply: ...
+
+# -- helpers -------------------------------------------------------------------------------------
+
+def b64encode_into(src: bytes | bytearray | memoryview, dst: bytearray, start: int = 0) -> int: ...
+def date_header(t: Sequence[int] | None = None) -> str | None: ...
+def cram_md5_response(username: bytes, secret: bytes, challenge: bytes) -> bytes: ...
+def xoauth2_string(username: bytes, token: bytes) -> bytes: ...
