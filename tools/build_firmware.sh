@@ -160,46 +160,15 @@ fetch_source() {
             return 0
         fi
     fi
-    local t0 mirror aptdir keyring
+    local t0 mirror aptdir apt_opts trixie_mirror
     t0=$(now)
     command -v apt-get >/dev/null 2>&1 || die "'apt-get' not found: this script needs a Debian-based host"
-    mirror=${SMTP_DUO_DEBIAN_MIRROR:-}
-    if [ -z "$mirror" ] && [ -r /etc/apt/sources.list.d/debian.sources ]; then
-        mirror=$(awk '$1 == "URIs:" { print $2; exit }' /etc/apt/sources.list.d/debian.sources)
-    fi
-    if [ -z "$mirror" ] && [ -r /etc/apt/sources.list ]; then
-        mirror=$(awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /:\/\//) { print $i; exit } }' /etc/apt/sources.list)
-    fi
-    [ -n "$mirror" ] || die "no Debian mirror found in the apt sources; set SMTP_DUO_DEBIAN_MIRROR"
-    mirror=${mirror%/}
-
     # A private apt configuration of its own (not install_micropython.sh's, which it rewrites).
     aptdir=$src_root/apt
-    mkdir -p "$aptdir/lists/partial" "$aptdir/archives/partial" "$aptdir/cache"
-    : >"$aptdir/status"
-    keyring=/usr/share/keyrings/debian-archive-keyring.gpg
-    if [ -r "$keyring" ]; then
-        echo "deb-src [signed-by=$keyring] $mirror trixie main" >"$aptdir/sources.list"
-    else
-        echo "deb-src $mirror trixie main" >"$aptdir/sources.list"
-    fi
-    local apt_opts=(
-        -o "Dir::Etc::SourceList=$aptdir/sources.list"
-        -o "Dir::Etc::SourceParts=/dev/null"
-        -o "Dir::Etc::Preferences=/dev/null"
-        -o "Dir::Etc::PreferencesParts=/dev/null"
-        -o "Dir::State::Lists=$aptdir/lists"
-        -o "Dir::State::status=$aptdir/status"
-        -o "Dir::Cache=$aptdir/cache"
-        -o "Dir::Cache::Archives=$aptdir/archives"
-        -o "Acquire::Check-Valid-Until=false"
-        -o "Acquire::Check-Date=false"
-        -o "Acquire::Languages=none"
-        -q
-    )
-    if [ "$(id -u)" = 0 ]; then
-        apt_opts+=(-o "APT::Sandbox::User=root") # the private folders are not writable by '_apt'
-    fi
+    # shellcheck source=tools/trixie_apt.sh
+    . "$repo_root/tools/trixie_apt.sh"
+    trixie_apt "$aptdir" deb-src || die "cannot set up the private apt configuration"
+    mirror=$trixie_mirror
 
     say "fetching the micropython source package of Debian trixie from $mirror"
     apt-get "${apt_opts[@]}" --error-on=any update >"$aptdir/update.log" 2>&1 || {

@@ -91,47 +91,11 @@ if command -v flock >/dev/null 2>&1; then
     fi
 fi
 
-mirror=${SMTP_DUO_DEBIAN_MIRROR:-}
-if [ -z "$mirror" ] && [ -r /etc/apt/sources.list.d/debian.sources ]; then
-    mirror=$(awk '$1 == "URIs:" { print $2; exit }' /etc/apt/sources.list.d/debian.sources)
-fi
-if [ -z "$mirror" ] && [ -r /etc/apt/sources.list ]; then
-    # "deb [options] URI suite ...": the URI is the first field after the type that is not an option
-    mirror=$(awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /:\/\//) { print $i; exit } }' /etc/apt/sources.list)
-fi
-[ -n "$mirror" ] || die "no Debian mirror found in the apt sources; set SMTP_DUO_DEBIAN_MIRROR"
-mirror=${mirror%/}
-
 aptdir=$deps/apt
-mkdir -p "$aptdir/lists/partial" "$aptdir/archives/partial" "$aptdir/cache"
-: >"$aptdir/status" # an empty dpkg status: what the host has installed does not matter here
-keyring=/usr/share/keyrings/debian-archive-keyring.gpg
-if [ -r "$keyring" ]; then
-    echo "deb [signed-by=$keyring] $mirror trixie main" >"$aptdir/sources.list"
-else
-    echo "deb $mirror trixie main" >"$aptdir/sources.list"
-fi
-
-apt_opts=(
-    -o "Dir::Etc::SourceList=$aptdir/sources.list"
-    -o "Dir::Etc::SourceParts=/dev/null"
-    -o "Dir::Etc::Preferences=/dev/null"
-    -o "Dir::Etc::PreferencesParts=/dev/null"
-    -o "Dir::State::Lists=$aptdir/lists"
-    -o "Dir::State::status=$aptdir/status"
-    -o "Dir::Cache=$aptdir/cache"
-    -o "Dir::Cache::Archives=$aptdir/archives"
-    -o "Acquire::Check-Valid-Until=false"
-    -o "Acquire::Check-Date=false"
-    -o "Acquire::Languages=none"
-    -o "APT::Architecture=amd64"
-    -o "APT::Architectures=amd64"
-    -q
-)
-if [ "$(id -u)" = 0 ]; then
-    # The private folders are not writable by apt's '_apt' download user.
-    apt_opts+=(-o "APT::Sandbox::User=root")
-fi
+# shellcheck source=tools/trixie_apt.sh
+. "$(dirname "${BASH_SOURCE[0]}")/trixie_apt.sh"
+trixie_apt "$aptdir" deb || die "cannot set up the private apt configuration"
+mirror=$trixie_mirror
 
 # The binary's libraries (see `ld.so --list` below); libgcc-s1 is what libc6 depends on.
 packages=(micropython libc6 libgcc-s1 libffi8 libmbedcrypto16 libmbedtls21 libmbedx509-7)
