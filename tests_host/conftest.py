@@ -295,6 +295,20 @@ def postfix(pki):
     srv.stop()
 
 
+def delivered(postfix, reply_text, timeout=10):
+    """The stored delivery of the message Postfix queued ("... queued as ID" in reply_text)."""
+    import time
+
+    queue_id = reply_text.rsplit(" ", 1)[-1]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for m in postfix.messages():
+            if m["queue_id"] == queue_id:
+                return m
+        time.sleep(0.05)
+    raise AssertionError("message %s not delivered:\n%s" % (queue_id, postfix.log_tail()))
+
+
 def client_config(port, **kw):
     cfg = {"server_address": "127.0.0.1", "port": port, "from_address": "sensor@example.com",
            "timeout": 10}

@@ -10,10 +10,9 @@ import base64
 import email
 import email.policy
 import random
-import time
 
 import pytest
-from conftest import USERS, XOAUTH2_TOKEN, client_config
+from conftest import USERS, XOAUTH2_TOKEN, client_config, delivered
 from postfix_server import strip_received
 
 import smtp_duo
@@ -208,17 +207,6 @@ def test_mebibyte_file_body(runner, smtpd, tmp_path):
 
 # -- Postfix: the real MTA ------------------------------------------------------------------------
 
-
-def delivered(postfix, queue_text, timeout=10):
-    """The stored delivery of the message the server queued ("... queued as ID")."""
-    queue_id = queue_text.rsplit(" ", 1)[-1]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for m in postfix.messages():
-            if m["queue_id"] == queue_id:
-                return m
-        time.sleep(0.05)
-    raise AssertionError("message %s not delivered:\n%s" % (queue_id, postfix.log_tail()))
 
 
 @pytest.mark.parametrize("auth", ["AUTH_PLAIN", "AUTH_LOGIN", "AUTH_CRAM_MD5", "AUTH_AUTO"])

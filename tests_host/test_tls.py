@@ -13,7 +13,7 @@ import ssl
 import time
 
 import pytest
-from conftest import USERS, client_config
+from conftest import USERS, client_config, delivered
 
 import smtp_duo
 
@@ -254,16 +254,6 @@ def test_aiosmtpd_implicit_tls(runner, smtpd, pki):
 
 # -- Postfix over TLS: the real MTA -----------------------------------------------------------------
 
-
-def delivered(postfix, reply_text, timeout=10):
-    queue_id = reply_text.rsplit(" ", 1)[-1]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for m in postfix.messages():
-            if m["queue_id"] == queue_id:
-                return m
-        time.sleep(0.05)
-    raise AssertionError("not delivered: %s\n%s" % (queue_id, postfix.log_tail()))
 
 
 @pytest.mark.parametrize("auth", ["AUTH_PLAIN", "AUTH_LOGIN", "AUTH_CRAM_MD5"])
