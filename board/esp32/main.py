@@ -114,7 +114,7 @@ def sleep(seconds):
         # The ESP-IDF keeps no Wi-Fi connection through light sleep: switch it off cleanly and
         # let wifi_up() bring it back when a mail is due. The REPL answers only between sleeps.
         wlan.active(False)
-        machine.lightsleep(seconds * 1000)
+        machine.lightsleep(int(seconds * 1000))  # the port takes an int only
     else:
         time.sleep(seconds)  # stays connected; Wi-Fi is serviced in the background
 
