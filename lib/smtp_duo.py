@@ -1257,7 +1257,10 @@ class SMTPClient:
                                                 "RCPT")
         if not accepted:
             raise SMTPRecipientsRefused("all recipients refused", refused, "RCPT")
-        reply = self._read_data_reply()
+        self._command(b"DATA")
+        reply = self._read_reply("DATA")
+        if reply.code != 354:
+            raise SMTPError("DATA refused: %s" % reply, DATA_REPLY_ERROR, reply, "DATA")
         try:
             msg.write(self)
         except SMTPError:
@@ -1272,13 +1275,6 @@ class SMTPClient:
         if reply.code // 100 != 2:
             raise SMTPError("message refused: %s" % reply, MESSAGE_REPLY_ERROR, reply, "DATA")
         reply.refused = refused
-        return reply
-
-    def _read_data_reply(self):
-        self._command(b"DATA")
-        reply = self._read_reply("DATA")
-        if reply.code != 354:
-            raise SMTPError("DATA refused: %s" % reply, DATA_REPLY_ERROR, reply, "DATA")
         return reply
 
 
@@ -1425,7 +1421,7 @@ class _Message:
         self.body = _Body(body, client._cbuf)
         self.size = None
         self.eight_bit = False
-        self.cte = None
+        self.cte = None  # decided by negotiate(), once the server's EHLO is known
 
     def negotiate(self, client):
         """Decide the transfer encoding and size from what this server offered."""
@@ -1436,6 +1432,7 @@ class _Message:
             )
         st = self.body.stats
         ext8 = bool(client._ext & _X_8BITMIME)
+        self.cte = None
         if st is not None and not st.nul and st.longest <= _TEXT_LINE_MAX:
             if not st.eight_bit:
                 self.cte = b"7bit"
