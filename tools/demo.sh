@@ -5,5 +5,5 @@
 #   bash tools/demo.sh --server mail.lan --to me@example.com
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-bash "$root/tools/setup.sh" >&2
+bash "$root/tools/setup.sh" --demo >&2
 exec "$root/.venv/bin/python" "$root/tools/demo.py" "$@"

@@ -2,7 +2,8 @@
 # Installs everything the tests and the demo need, idempotently:
 #   .venv/ with requirements-dev.txt, Postfix (Debian packages), the MicroPython unix port
 #   (.deps/), firmware with smtp_duo frozen in (unix + qemu), the boards' type stubs.
-# Safe to run again; a second run takes about a second.
+# Safe to run again; a second run takes a few seconds.
+#   tools/setup.sh --demo   only what tools/demo.sh needs: the venv and the MicroPython runtime.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -17,8 +18,11 @@ if ! cmp -s requirements-dev.txt "$stamp"; then
     cp requirements-dev.txt "$stamp"
 fi
 
-bash tools/install_postfix.sh
 bash tools/install_micropython.sh
+if [ "${1:-}" = "--demo" ]; then
+    exit 0
+fi
+bash tools/install_postfix.sh
 # MicroPython built from Debian's source with smtp_duo frozen in: the unix port and the qemu
 # Cortex-M3 board (installs the Arm toolchain and QEMU from Debian the first time).
 bash tools/build_firmware.sh all
