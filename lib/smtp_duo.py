@@ -782,10 +782,11 @@ class SMTPClient:
         return _Session(self)
 
     def mail_send(self, recipient_address, priority=PRIORITY_NORMAL, subject="", mail_body="",
-                  cc=(), bcc=()):
+                  cc=(), bcc=(), message_id=None, date=None):
         """Send one mail. Returns the server's final Reply; raises SMTPError on failure.
-        Invalid arguments raise ValueError before anything is sent."""
-        msg = _Message(self, recipient_address, priority, subject, mail_body, cc, bcc)
+        Invalid arguments raise ValueError before anything is sent. message_id ("<x@y>") and
+        date (an RFC 5322 date) replace the generated ones: a retried mail keeps both."""
+        msg = _Message(self, recipient_address, priority, subject, mail_body, cc, bcc, message_id, date)
         if self._in_session:
             if self._link is None:
                 self._open()
@@ -798,6 +799,21 @@ class SMTPClient:
             raise
         self._quit()
         return reply
+
+    def check_mail(self, recipient_address, priority=PRIORITY_NORMAL, subject="", cc=(), bcc=()):
+        """Check a mail's arguments as mail_send() does, sending nothing: ValueError if bad."""
+        _Message(self, recipient_address, priority, subject, "", cc, bcc)
+
+    def new_message_id(self):
+        """A fresh Message-ID on this client's domain (client_domain, else from_address's)."""
+        return make_message_id(self._id_domain())
+
+    def _id_domain(self):
+        domain = self.client_domain
+        if not domain or domain[0] == "[":
+            addr = self._from[1]
+            domain = addr[addr.rfind("@") + 1 :]
+        return domain
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -1335,7 +1351,8 @@ def _random_hex(n):
         return "".join(["%02x" % random.getrandbits(8) for _ in range(n)])
 
 
-def _message_id(domain):
+def make_message_id(domain):
+    """A new, globally unique Message-ID on `domain`: <random.counter@domain>."""
     global _msg_counter
     _msg_counter += 1
     return "<%s.%d@%s>" % (_random_hex(8), _msg_counter, domain)
@@ -1391,7 +1408,7 @@ def _mailbox_tokens(name, addr):
 class _Message:
     """A validated mail ready to stream. Holds no copy of the body."""
 
-    def __init__(self, client, to, priority, subject, body, cc, bcc):
+    def __init__(self, client, to, priority, subject, body, cc, bcc, message_id=None, date=None):
         if priority not in _PRIORITY_HEADERS:
             raise ValueError("priority must be PRIORITY_LOW, PRIORITY_NORMAL or PRIORITY_HIGH")
         self.priority = priority
@@ -1413,11 +1430,17 @@ class _Message:
             if not _is_ascii(a):
                 self.utf8 = True
         self.subject = _phrase_tokens(subject)
-        domain = client.client_domain
-        if not domain or domain[0] == "[":
-            domain = from_addr[from_addr.rfind("@") + 1 :]
-        self.message_id = _message_id(domain)
-        self.date = date_header()
+        if message_id is None:
+            message_id = client.new_message_id()
+        else:
+            _check_text(message_id, "message_id")
+            if not (message_id[:1] == "<" and message_id[-1:] == ">" and "@" in message_id
+                    and " " not in message_id):
+                raise ValueError("message_id must look like <unique@domain>: %r" % message_id)
+        self.message_id = message_id
+        if date is not None:
+            _check_text(date, "date")
+        self.date = date if date is not None else date_header()
         self.body = _Body(body, client._cbuf)
         self.size = None
         self.eight_bit = False
