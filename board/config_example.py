@@ -34,6 +34,11 @@ SMTP_PASSWORD = "app-password"
 # True only for a lab server: lets the password go without verified TLS, readable on the way.
 SMTP_ALLOW_INSECURE_AUTH = False
 
+# Pico W: a folder for the persistent outbox (smtp_duo_outbox.py on the board too), e.g.
+# "/outbox": every alert is stored in flash first and sent when Wi-Fi is up, so alerts survive
+# Wi-Fi outages and power cuts. None: one alert waits in RAM, the newest replaces it.
+OUTBOX_DIR = None
+
 # --- Sensor and alert ----------------------------------------------------------------------------
 SENSOR_NAME = "greenhouse"  # goes into the subject
 ALERT_ABOVE = 30.0  # alert when the reading reaches this value...

@@ -369,3 +369,28 @@ def test_esp32_light_sleep(micropython, mpy_dir, smtpd, tmp_path):
     ntp_t = run.events("ntp")[-1]["t"]
     assert abs(date_of(got[0]) - (NTP_EPOCH + run.read_time(4) - ntp_t)) <= 2
     assert abs(date_of(got[1]) - (NTP_EPOCH + run.read_time(10) - ntp_t)) <= 2
+
+
+def test_pico_w_outbox_keeps_alerts_through_a_wifi_outage_and_a_power_cut(micropython, mpy_dir, smtpd,
+                                                                         tmp_path):
+    # Boot 1: Wi-Fi never comes up. The alert is stored in the outbox in flash; then the power
+    # goes (the run ends). Boot 2: Wi-Fi works, nothing new happens; the stored alert goes out,
+    # with the Message-ID and Date it got when it was stored.
+    ctl = smtpd()
+    box = tmp_path / "outbox"
+    cfg = write_config(tmp_path, ctl.port, OUTBOX_DIR=str(box))
+    raws, values = script("rp2_pico_w", cfg, [25.0, 31.0, 31.2])
+    run_app(micropython, mpy_dir, tmp_path, "rp2_pico_w", raws, wifi=["never"] * 40)
+    stored = [n for n in os.listdir(box) if n.endswith(".mail")]
+    assert len(stored) == 1 and mails(ctl) == []
+    with open(box / stored[0], "rb") as f:
+        head = json.loads(f.readline())
+    assert head["subject"] == expected_mail("ALERT", values[1], values[1])[0]
+
+    raws2, _ = script("rp2_pico_w", cfg, [25.0, 25.1])
+    run = run_app(micropython, mpy_dir, tmp_path, "rp2_pico_w", raws2)
+    got = mails(ctl)
+    assert [subject_body(m) for m in got] == [expected_mail("ALERT", values[1], values[1])]
+    assert got[0]["Message-ID"] == head["message_id"]
+    assert os.listdir(box) == ["failed"]  # delivered, so removed; nothing refused
+    assert run.app_lines("outbox: sent 1, 0 waiting, 0 refused")

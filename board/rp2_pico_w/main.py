@@ -117,9 +117,29 @@ def send(client, subject, body):
     return True
 
 
+def open_outbox(client):
+    # With OUTBOX_DIR set, every mail is stored in flash first (smtp_duo_outbox.py) and sent
+    # when Wi-Fi is up: alerts survive Wi-Fi outages and power cuts.
+    if not getattr(config, "OUTBOX_DIR", None):
+        return None
+    from smtp_duo_outbox import Outbox
+
+    return Outbox(client, config.OUTBOX_DIR, retry_base=config.RETRY_INTERVAL_S)
+
+
+def deliver(outbox):
+    try:
+        sent = outbox.flush(max_seconds=config.SMTP_TIMEOUT_S)
+    except smtp_duo.SMTPError as e:  # refused for good at login: the mails stay stored
+        print("outbox: cannot send:", e)
+        return
+    print("outbox: sent %d, %d waiting, %d refused" % (sent, outbox.pending(), outbox.failed()))
+
+
 def main():
     print("alert mailer, smtp_duo", smtp_duo.__version__)
     client = make_client()
+    outbox = open_outbox(client)
     clock_ok = wifi_up() and set_clock()
     alarm, peak = False, 0.0
     pending = None  # (subject, body) not yet sent; a newer event replaces it
@@ -136,7 +156,15 @@ def main():
                 if value < config.ALERT_ABOVE - config.HYSTERESIS:  # hysteresis: no flapping
                     alarm = False
                     pending = message("back to normal", value, peak)
-            if pending and time.time() >= not_before:
+            if outbox is not None:
+                if pending and time.time() >= not_before:
+                    outbox.put(config.MAIL_TO, pending[0], pending[1], smtp_duo.PRIORITY_HIGH)
+                    pending = None  # stored: power may go now
+                    not_before = time.time() + config.MIN_MAIL_INTERVAL_S
+                if outbox.pending() and outbox.retry_in() == 0 and wifi_up():
+                    clock_ok = clock_ok or set_clock()
+                    deliver(outbox)
+            elif pending and time.time() >= not_before:
                 done = False
                 if wifi_up():
                     clock_ok = clock_ok or set_clock()  # Date header only with a set clock
