@@ -8,6 +8,7 @@
 # 250 to its data. Mails the server refuses for good go to `directory/failed/` with the
 # server's reply beside them.
 
+import binascii
 import os
 
 try:
@@ -69,7 +70,7 @@ class Outbox:
     # -- what is there --------------------------------------------------------------------------
 
     def _items(self):
-        # Oldest first: ids are zero-padded sequence numbers.
+        # Oldest first: ids start with a zero-padded sequence number.
         return sorted([n[: -len(_MAIL)] for n in os.listdir(self.directory) if n.endswith(_MAIL)])
 
     def pending(self):
@@ -92,7 +93,9 @@ class Outbox:
             for n in os.listdir(d):
                 if n.endswith(_MAIL) and n[:10].isdigit():
                     last = max(last, int(n[:10]))
-        return "%010d" % (last + 1)
+        # The sequence number orders the mails; the random part keeps an id unique after the
+        # mail it named was sent and the number came free again.
+        return "%010d-%s" % (last + 1, binascii.hexlify(os.urandom(3)).decode())
 
     # -- put ------------------------------------------------------------------------------------
 
@@ -134,6 +137,7 @@ class Outbox:
             except OSError:
                 pass
             raise
+        _sync_directory(self.directory)
         return ident
 
     # -- flush ----------------------------------------------------------------------------------
@@ -203,6 +207,18 @@ class Outbox:
         jitter = int.from_bytes(os.urandom(2), "big") / 65536 if hasattr(os, "urandom") else 0.5
         delay = delay * (0.5 + jitter / 2)  # half to all of it: outboxes do not retry in step
         self._retry_at = smtp_duo._ticks_add(smtp_duo._ticks_ms(), int(delay * 1000))
+
+
+def _sync_directory(path):
+    # CPython on Linux: the rename is on disk only once the directory is. (littlefs commits a
+    # rename atomically by itself; MicroPython has no os.fsync.)
+    fsync = getattr(os, "fsync", None)
+    if fsync is not None and hasattr(os, "O_RDONLY"):
+        fd = getattr(os, "open")(path, getattr(os, "O_RDONLY"))
+        try:
+            fsync(fd)
+        finally:
+            getattr(os, "close")(fd)
 
 
 def _listed(v):
