@@ -204,7 +204,11 @@ def _decode(b):
     try:
         return str(b, "utf-8")
     except UnicodeError:
-        return "".join([chr(c) if c < 0x80 else "?" for c in b])
+        b = bytearray(b)  # one copy, not a list of one-character strings
+        for i in range(len(b)):
+            if b[i] >= 0x80:
+                b[i] = 0x3F  # "?"
+        return str(b, "utf-8")
 
 
 def _enhanced_split(code, text):
@@ -215,8 +219,11 @@ def _enhanced_split(code, text):
     if len(parts) != 3 or parts[0] != str(code // 100):
         return None, text
     for p in parts:
-        if not (1 <= len(p) <= 3 and p.isdigit()):
+        if not 1 <= len(p) <= 3:
             return None, text
+        for ch in p:  # ASCII digits only (str.isdigit takes other scripts' digits on CPython)
+            if not "0" <= ch <= "9":
+                return None, text
     return word, ("" if sp < 0 else text[sp + 1 :])
 
 
@@ -972,20 +979,24 @@ class SMTPClient:
         if index == 0:
             self._reset_extensions()
             return
-        words = bytes(line[start:end]).replace(b"=", b" ", 1).upper().split()
-        if not words:
-            return
-        kw = words[0]
+        # No split() into words: a hostile line of a thousand words would cost a thousand objects.
+        s = bytes(line[start:end]).replace(b"=", b" ", 1).replace(b"\t", b" ").upper().strip()
+        sp = s.find(b" ")
+        kw = s if sp < 0 else s[:sp]
         for name, bit in _KEYWORDS:
             if kw == name:
                 self._ext |= bit
+        if sp < 0:
+            return
         if kw == b"AUTH":
-            for w in words[1:]:
-                for name, mech in _MECHS:
-                    if w == name:
-                        self._auth_mechs |= 1 << mech
-        elif kw == b"SIZE" and len(words) > 1 and words[1].isdigit():
-            self._size_limit = int(words[1])
+            params = s[sp:] + b" "
+            for name, mech in _MECHS:
+                if params.find(b" " + name + b" ") >= 0:
+                    self._auth_mechs |= 1 << mech
+        elif kw == b"SIZE":
+            p = s[sp:].split(None, 1)
+            if p and p[0].isdigit():
+                self._size_limit = int(p[0])
 
     def _close(self):
         if self._link is not None:
