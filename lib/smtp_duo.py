@@ -849,6 +849,10 @@ class SMTPClient:
             try:
                 sock.settimeout(self.timeout)
                 sock.connect(info[-1])
+                try:  # no Nagle: a mail's later buffers would wait ~40 ms for a delayed ACK
+                    sock.setsockopt(getattr(socket, "IPPROTO_TCP", 6), getattr(socket, "TCP_NODELAY", 1), 1)
+                except (OSError, AttributeError, TypeError):
+                    pass  # a port without the option keeps Nagle
                 return sock
             except OSError as e:
                 sock.close()
