@@ -5,6 +5,8 @@
 
 import errno
 
+import smtp_duo
+
 DEFAULTS = {
     "greeting": b"220 mem.test ESMTP\r\n",
     "EHLO": b"250-mem.test\r\n250-8BITMIME\r\n250 SIZE 10000000\r\n",
@@ -147,3 +149,17 @@ class MemServer:
         self.data_size += len(data)
         if self.keep:
             self.body.append(data)
+
+
+class MemClient(smtp_duo.SMTPClient):
+    """An SMTPClient whose link is `server` (a MemServer) instead of a socket."""
+
+    def __init__(self, server, **kw):
+        kw.setdefault("server_address", "mem.test")
+        kw.setdefault("from_address", "sensor@example.com")
+        kw.setdefault("timeout", 1)
+        smtp_duo.SMTPClient.__init__(self, **kw)
+        self.server = server
+
+    def _connect(self):
+        return self.server.connect()

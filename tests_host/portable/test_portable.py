@@ -9,19 +9,7 @@ import random
 import sys
 
 import smtp_duo
-from memserver import MemServer
-
-
-class MemClient(smtp_duo.SMTPClient):
-    def __init__(self, server, **kw):
-        kw.setdefault("server_address", "mem.test")
-        kw.setdefault("from_address", "sensor@example.com")
-        kw.setdefault("timeout", 1)
-        smtp_duo.SMTPClient.__init__(self, **kw)
-        self.server = server
-
-    def _connect(self):
-        return self.server.connect()
+from memserver import MemClient, MemServer
 
 
 class Collect:
