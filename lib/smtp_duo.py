@@ -759,7 +759,6 @@ class SMTPClient:
         self._ext = 0  # EHLO keyword bits
         self._auth_mechs = 0  # bits of AUTH_* seen in the EHLO AUTH line
         self._size_limit = 0
-        self._esmtp = False
         self._dirty = False  # a transaction was started and not finished: RSET first
         self._secure = False
 
@@ -941,7 +940,6 @@ class SMTPClient:
         self._command(b"EHLO " + domain.encode())
         reply = self._read_reply("EHLO", self._ehlo_line)
         if reply.code == 250:
-            self._esmtp = True
             return
         if reply.code in (500, 501, 502, 550) and not self._secure:
             # RFC 5321 3.2: an old server; HELO gives no extensions at all.
