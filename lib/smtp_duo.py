@@ -64,12 +64,21 @@ _LINE_MAX = const(1024)  # receive buffer = longest reply line accepted, CRLF in
 _REPLY_LINES_MAX = const(100)
 _REPLY_TEXT_MAX = const(2048)  # reply text kept for errors; more lines are read but not kept
 _CMD_MAX = const(512)
-_OUT_SIZE = const(1024)
-_CHUNK = const(512)
+_OUT_SIZE = const(4096)  # output buffer: commands and message bytes on their way out
+_FLUSH_AT = const(3072)  # written out from this fill; one window or token adds at most the rest
+_CHUNK = const(1024)  # body bytes read from a file at a time
+_WINDOW = const(510)  # body bytes encoded at a time (plain: at most twice that, plus a CRLF)
+_QP_WINDOW = const(256)  # quoted-printable: at most about 3.1 times that
 _TEXT_LINE_MAX = const(998)
 _QUIT_TIMEOUT = const(5)
 
 _MICROPYTHON = sys.implementation.name == "micropython"
+
+# What a protocol step asks its driver for, besides None (read) and a buffer (write it).
+# Not const(): smtp_duo_async reads them, and MicroPython hides private consts.
+_RQ_OPEN = 1  # connect (and the implicit-TLS handshake)
+_RQ_TLS = 2  # the STARTTLS handshake on the open link
+_RQ_READABLE = 3  # has the server sent anything (or closed) unasked?
 
 # EHLO keywords we act on, as bits.
 _X_AUTH = const(1)
@@ -359,11 +368,31 @@ class _Link:
         sock.settimeout(left / 1000)
         sock.sendall(mv)
 
+    def readable(self):
+        """True if the server sent something (or closed) while we were not waiting for it."""
+        if _MICROPYTHON:
+            if self._events != self._pollin:
+                self._poll.modify(self.sock, self._pollin)
+                self._events = self._pollin
+            return bool(self._poll.poll(0))
+        import select
+
+        pending = getattr(self.sock, "pending", None)  # ssl: bytes already decrypted
+        ready = select.select([self.sock], [], [], 0)[0]  # pyright: ignore[reportOptionalSubscript]
+        return bool(pending and pending()) or bool(ready)
+
     def close(self):
         try:
             self.sock.close()
         except OSError:
             pass
+
+
+def _no_delay(socket, sock):
+    try:  # no Nagle: a mail's later buffers would wait ~40 ms for a delayed ACK
+        sock.setsockopt(getattr(socket, "IPPROTO_TCP", 6), getattr(socket, "TCP_NODELAY", 1), 1)
+    except (OSError, AttributeError, TypeError):
+        pass  # a port without the option keeps Nagle
 
 
 def _ETIMEDOUT():
@@ -751,6 +780,7 @@ class SMTPClient:
         self._obuf = bytearray(_OUT_SIZE)
         self._cbuf = bytearray(_CHUNK)
         self._link = None
+        self._io_deadline = 0
         self._in_session = False
         self._reset_connection_state()
 
@@ -793,18 +823,7 @@ class SMTPClient:
         Invalid arguments raise ValueError before anything is sent. message_id ("<x@y>") and
         date (an RFC 5322 date) replace the generated ones: a retried mail keeps both."""
         msg = _Message(self, recipient_address, priority, subject, mail_body, cc, bcc, message_id, date)
-        if self._in_session:
-            if self._link is None:
-                self._open()
-            return self._transaction(msg)
-        self._open()
-        try:
-            reply = self._transaction(msg)
-        except BaseException:
-            self._quit()
-            raise
-        self._quit()
-        return reply
+        return self._run(self._mail(msg))
 
     def check_mail(self, recipient_address, priority=PRIORITY_NORMAL, subject="", cc=(), bcc=()):
         """Check a mail's arguments as mail_send() does, sending nothing: ValueError if bad."""
@@ -821,20 +840,72 @@ class SMTPClient:
             domain = addr[addr.rfind("@") + 1 :]
         return domain
 
+    def _mail(self, msg):
+        if not self._in_session:
+            yield from self._open()
+            try:
+                reply = yield from self._transaction(msg)
+            except BaseException:
+                yield from self._quit()
+                raise
+            yield from self._quit()
+            return reply
+        if self._link is not None and (yield _RQ_READABLE):
+            # Between mails the server has nothing to say: it closed the idle connection or
+            # sent its 421 farewell. Reconnect now, before anything of this mail is sent.
+            self._trace("*", "the server closed the idle connection: reconnecting")
+            self._close()
+        if self._link is None:
+            yield from self._open()
+            return (yield from self._transaction(msg))
+        try:
+            return (yield from self._transaction(msg))
+        except SMTPError as e:
+            # Reopened once, only if the connection was gone before the server answered any
+            # command of this mail: then the server cannot have taken it.
+            if msg.answered or self._link is not None or isinstance(e, SMTPTimeoutError):
+                raise
+        self._trace("*", "connection lost before the server answered: reconnecting")
+        yield from self._open()
+        return (yield from self._transaction(msg))
+
+    # -- the I/O driver ----------------------------------------------------------------------------
+    # The protocol below is written as generators that yield what they need done: None to read
+    # into the receive buffer, a buffer to write, or an _RQ_* request. _run() performs these on
+    # a blocking socket; smtp_duo_async performs the same requests on asyncio streams.
+
+    def _run(self, steps):
+        value = error = None
+        while True:
+            try:
+                rq = steps.send(value) if error is None else steps.throw(error)
+            except StopIteration as e:
+                return e.value
+            value = error = None
+            try:
+                if rq is None:
+                    value = self._link.read_into(self._rmv[self._rend :], self._io_deadline)
+                elif type(rq) is not int:
+                    self._link.write(rq, self._io_deadline)
+                elif rq == _RQ_OPEN:
+                    self._link = self._connect()
+                elif rq == _RQ_TLS:
+                    self._link = _Link(self._handshake(self._link.sock))
+                else:  # _RQ_READABLE
+                    value = self._link.readable()
+            except BaseException as e:  # thrown back: the step maps it and cleans up
+                error = e
+
     # -- connection ----------------------------------------------------------------------------
 
     def _deadline(self, seconds=None):
         return _ticks_add(_ticks_ms(), int((self.timeout if seconds is None else seconds) * 1000))
 
-    def _open_socket(self):
-        """Connect a TCP socket to the server (tests replace this to use an in-memory server)."""
+    def _addresses(self, socket):
+        # DNS blocks without a timeout on the boards (lwIP); see README.
+        host = self.server_address
         try:
-            import socket
-        except ImportError:
-            import usocket as socket
-        host, port = self.server_address, self.port
-        try:
-            infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+            infos = socket.getaddrinfo(host, self.port, 0, socket.SOCK_STREAM)
         except OSError as e:
             raise SMTPConnectionError(
                 "cannot resolve %r (%s): is the network up and the name right?" % (host, e),
@@ -842,26 +913,35 @@ class SMTPClient:
             )
         if not infos:
             raise SMTPConnectionError("cannot resolve %r" % host, IP_ADDRESS_ERROR)
+        return infos
+
+    def _connect_error(self, err):
+        if _is_timeout(err):
+            return SMTPTimeoutError("connecting to %s port %d timed out" % (self.server_address, self.port),
+                                    "connect")
+        return SMTPConnectionError(
+            "cannot connect to %s port %d: %s" % (self.server_address, self.port, _errno_name(_errno_of(err))),
+            command="connect",
+        )
+
+    def _open_socket(self):
+        """Connect a TCP socket to the server."""
+        try:
+            import socket
+        except ImportError:
+            import usocket as socket
         err = None
-        for info in infos:
+        for info in self._addresses(socket):
             sock = socket.socket(info[0], socket.SOCK_STREAM)
             try:
                 sock.settimeout(self.timeout)
                 sock.connect(info[-1])
-                try:  # no Nagle: a mail's later buffers would wait ~40 ms for a delayed ACK
-                    sock.setsockopt(getattr(socket, "IPPROTO_TCP", 6), getattr(socket, "TCP_NODELAY", 1), 1)
-                except (OSError, AttributeError, TypeError):
-                    pass  # a port without the option keeps Nagle
+                _no_delay(socket, sock)
                 return sock
             except OSError as e:
                 sock.close()
                 err = e
-        if _is_timeout(err):
-            raise SMTPTimeoutError("connecting to %s port %d timed out" % (host, port), "connect")
-        raise SMTPConnectionError(
-            "cannot connect to %s port %d: %s" % (host, port, _errno_name(_errno_of(err))),
-            command="connect",
-        )
+        raise self._connect_error(err)
 
     def _connect(self):
         """The link to the server: read_into(mv, deadline), write(mv, deadline), close()
@@ -873,20 +953,20 @@ class SMTPClient:
 
     def _open(self):
         self._reset_connection_state()
-        self._link = self._connect()
+        yield _RQ_OPEN
         self._secure = self.tls == TLS_IMPLICIT
         if self._secure and not self.tls_verified:
             self._trace("*", "TLS without certificate verification: the server is not authenticated")
         try:
-            self._greeting_and_hello()
-            self._authenticate()
+            yield from self._greeting_and_hello()
+            yield from self._authenticate()
         except BaseException:
-            self._quit()
+            yield from self._quit()
             raise
 
     def _greeting_and_hello(self):
         try:
-            greeting = self._read_reply("greeting")
+            greeting = yield from self._read_reply("greeting")
         except SMTPTimeoutError as e:
             if self.tls == TLS_NONE and self.port == 465:
                 e.message += " (port 465 expects TLS from the start: use tls=TLS_IMPLICIT)"
@@ -896,18 +976,18 @@ class SMTPClient:
                 "server refused the session: %s" % greeting, GREET_REPLY_ERROR, greeting, "greeting"
             )
         domain = self.client_domain or self._default_domain()
-        self._hello(domain)
+        yield from self._hello(domain)
         if self.tls == TLS_STARTTLS:
-            self._starttls()
-            self._hello(domain)
+            yield from self._starttls()
+            yield from self._hello(domain)
 
     def _starttls(self):
         # RFC 3207. Required, never opportunistic: no STARTTLS means no mail and no credentials.
         if not self._ext & _X_STARTTLS:
             raise SMTPTLSError("tls=TLS_STARTTLS but the server does not offer STARTTLS (an attacker "
                                "may have removed it): nothing sent", TLS_ERROR, None, "STARTTLS", False)
-        self._command(b"STARTTLS")
-        reply = self._read_reply("STARTTLS")
+        yield from self._command(b"STARTTLS")
+        reply = yield from self._read_reply("STARTTLS")
         if reply.code != 220:
             raise SMTPTLSError("STARTTLS refused: %s" % reply, TLS_ERROR, reply, "STARTTLS")
         if self._rend > self._rpos:
@@ -916,7 +996,7 @@ class SMTPClient:
             self._close()
             raise SMTPTLSError("the server sent data after its STARTTLS reply, before the TLS "
                                "handshake: refusing the connection", TLS_ERROR, None, "STARTTLS", False)
-        self._link = _Link(self._handshake(self._link.sock))
+        yield _RQ_TLS
         self._secure = True
         if not self.tls_verified:
             self._trace("*", "TLS without certificate verification: the server is not authenticated")
@@ -937,8 +1017,8 @@ class SMTPClient:
             raise _tls_failure(e, self.port)
 
     def _hello(self, domain):
-        self._command(b"EHLO " + domain.encode())
-        reply = self._read_reply("EHLO", self._ehlo_line)
+        yield from self._command(b"EHLO " + domain.encode())
+        reply = yield from self._read_reply("EHLO", self._ehlo_line)
         if reply.code == 250:
             return
         if reply.code in (500, 501, 502, 550) and not self._secure:
@@ -952,8 +1032,8 @@ class SMTPClient:
                     "server does not support EHLO, so it cannot authenticate: %s" % reply,
                     AUTHENTICATION_ERROR, reply, "EHLO",
                 )
-            self._command(b"HELO " + domain.encode())
-            reply = self._read_reply("HELO")
+            yield from self._command(b"HELO " + domain.encode())
+            reply = yield from self._read_reply("HELO")
             if reply.code == 250:
                 return
         raise SMTPError("server refused EHLO/HELO: %s" % reply, HELLO_REPLY_ERROR, reply, "EHLO")
@@ -1010,8 +1090,8 @@ class SMTPClient:
         # RFC 5321 4.1.1.10: QUIT ends every session; wait briefly for 221, then close.
         if self._link is not None:
             try:
-                self._command(b"QUIT", min(self.timeout, _QUIT_TIMEOUT))
-                self._read_reply("QUIT", None, min(self.timeout, _QUIT_TIMEOUT))
+                yield from self._command(b"QUIT", min(self.timeout, _QUIT_TIMEOUT))
+                yield from self._read_reply("QUIT", None, min(self.timeout, _QUIT_TIMEOUT))
             except SMTPError:
                 pass
         self._close()
@@ -1022,7 +1102,7 @@ class SMTPClient:
         if len(line) + 2 > _CMD_MAX:  # arguments are validated well below this
             raise SMTPError("command line longer than %d octets" % _CMD_MAX, INTERNAL_ERROR)
         self._trace(">", shown or line)
-        self._send(line + b"\r\n", line.split(b" ", 1)[0].decode(), timeout)
+        yield from self._send(line + b"\r\n", line.split(b" ", 1)[0].decode(), timeout)
 
     def _trace(self, direction, line):
         # The debug transcript: ">" sent, "<" received, "*" a note from the library.
@@ -1032,8 +1112,9 @@ class SMTPClient:
     def _send(self, data, command, timeout=None):
         if self._link is None:
             raise SMTPConnectionError("not connected", command=command)
+        self._io_deadline = self._deadline(timeout)
         try:
-            self._link.write(data, self._deadline(timeout))
+            yield data
         except OSError as e:
             self._close()
             if _is_timeout(e):
@@ -1056,8 +1137,11 @@ class SMTPClient:
                 "reply line longer than %d octets to %s" % (_LINE_MAX, command), OVERSIZE_SERVER_REPLY,
                 command,
             )
+        if self._link is None:
+            raise SMTPConnectionError("not connected", command=command)
+        self._io_deadline = deadline
         try:
-            n = self._link.read_into(self._rmv[self._rend :], deadline)
+            n = yield None  # the driver reads into self._rbuf[self._rend:]
         except OSError as e:
             self._close()
             if _is_timeout(e):
@@ -1082,7 +1166,7 @@ class SMTPClient:
             if i >= 0:
                 return i
             scan = self._rend - self._rpos
-            self._fill(deadline, command)
+            yield from self._fill(deadline, command)
             scan += self._rpos
 
     def _read_reply(self, command, on_line=None, timeout=None):
@@ -1094,7 +1178,7 @@ class SMTPClient:
         kept = 0
         index = 0
         while True:
-            nl = self._read_line(deadline, command)
+            nl = yield from self._read_line(deadline, command)
             start = self._rpos
             end = nl - 1 if nl > start and self._rbuf[nl - 1] == 0x0D else nl
             line = self._rmv[start:end]
@@ -1185,30 +1269,30 @@ class SMTPClient:
         user = self.username.encode()
         secret = self._password_bytes()
         if mech == AUTH_PLAIN:
-            reply = self._auth_start(b"PLAIN", b"\0" + user + b"\0" + secret)
+            reply = yield from self._auth_start(b"PLAIN", b"\0" + user + b"\0" + secret)
         elif mech == AUTH_XOAUTH2:
-            reply = self._auth_start(b"XOAUTH2", xoauth2_string(user, secret))
+            reply = yield from self._auth_start(b"XOAUTH2", xoauth2_string(user, secret))
         elif mech == AUTH_LOGIN:
-            reply = self._auth_start(b"LOGIN", None)
+            reply = yield from self._auth_start(b"LOGIN", None)
             if reply.code == 334:
-                self._auth_challenge(reply, "LOGIN")
-                reply = self._auth_respond(_b64(user))
+                yield from self._auth_challenge(reply, "LOGIN")
+                reply = yield from self._auth_respond(_b64(user))
             if reply.code == 334:
-                self._auth_challenge(reply, "LOGIN")
-                reply = self._auth_respond(_b64(secret))
+                yield from self._auth_challenge(reply, "LOGIN")
+                reply = yield from self._auth_respond(_b64(secret))
         else:
-            reply = self._auth_start(b"CRAM-MD5", None)
+            reply = yield from self._auth_start(b"CRAM-MD5", None)
             if reply.code == 334:
-                challenge = self._auth_challenge(reply, "CRAM-MD5")
-                reply = self._auth_respond(_b64(cram_md5_response(user, secret, challenge)))
+                challenge = yield from self._auth_challenge(reply, "CRAM-MD5")
+                reply = yield from self._auth_respond(_b64(cram_md5_response(user, secret, challenge)))
         if reply.code == 334 and mech == AUTH_XOAUTH2:
             # Failure details come as a base64 JSON challenge; answer with an empty line.
-            detail = self._auth_challenge(reply, "XOAUTH2")
-            reply = self._auth_respond(b"")
+            detail = yield from self._auth_challenge(reply, "XOAUTH2")
+            reply = yield from self._auth_respond(b"")
             reply.text = reply.text + "\n" + _decode(detail)
         elif reply.code == 334:
             # More challenges than the mechanism has: cancel (RFC 4954 4).
-            reply = self._auth_respond(b"*")
+            reply = yield from self._auth_respond(b"*")
         if reply.code != 235:
             raise SMTPAuthenticationError("authentication failed: %s" % reply, AUTH_REPLY_ERROR,
                                           reply, "AUTH")
@@ -1219,43 +1303,45 @@ class SMTPClient:
             ir = _b64(initial) if initial else b"="
             line = b"AUTH " + name + b" " + ir
             if len(line) + 2 <= _CMD_MAX:
-                return self._auth_send(line)
-        reply = self._auth_send(b"AUTH " + name)
+                return (yield from self._auth_send(line))
+        reply = yield from self._auth_send(b"AUTH " + name)
         if initial is not None and reply.code == 334:
-            reply = self._auth_respond(_b64(initial) if initial else b"")
+            reply = yield from self._auth_respond(_b64(initial) if initial else b"")
         return reply
 
     def _auth_send(self, line):
         words = line.split(b" ")
         self._trace(">", b" ".join(words[:2]) + (b" ****" if len(words) > 2 else b""))
-        self._send(line + b"\r\n", "AUTH")
-        return self._read_reply("AUTH")
+        yield from self._send(line + b"\r\n", "AUTH")
+        return (yield from self._read_reply("AUTH"))
 
     def _auth_respond(self, line):
         # Responses may exceed 512 octets (long OAuth tokens); RFC 4954 allows 12288.
         self._trace(">", line if line in (b"*", b"") else b"****")  # secrets never in a transcript
-        self._send(line + b"\r\n", "AUTH")
-        return self._read_reply("AUTH")
+        yield from self._send(line + b"\r\n", "AUTH")
+        return (yield from self._read_reply("AUTH"))
 
     def _auth_challenge(self, reply, what):
         data = reply.text.encode().strip()
         try:
             return _b64decode(data, what)
         except SMTPAuthenticationError:
-            self._auth_respond(b"*")  # cancel, then report
+            yield from self._auth_respond(b"*")  # cancel, then report
             raise
 
     # -- the mail transaction ------------------------------------------------------------------
 
     def _transaction(self, msg):
-        if self._dirty:
-            self._dirty = False
-            self._command(b"RSET")
-            reply = self._read_reply("RSET")
-            if reply.code // 100 != 2:  # state unknown: close, the next mail reconnects
-                self._close()
-                raise SMTPError("RSET refused: %s" % reply, SERVER_ERROR_CODE_RECEIVED, reply, "RSET", True)
+        # RFC 5321 3.3. With PIPELINING (RFC 2920) the envelope and DATA go in one flight and
+        # the replies are checked in order; with CHUNKING (RFC 3030) and a known size the whole
+        # message follows as one BDAT chunk, without dot-stuffing, in the same flight.
         msg.negotiate(self)
+        msg.answered = False
+        pipe = self._ext & _X_PIPELINING != 0
+        out = _Out(self)
+        env = _Envelope()
+        if self._dirty:
+            yield from self._ask(out, env, msg, b"RSET", not pipe)
         params = b""
         if msg.size is not None and self._ext & _X_SIZE:
             params += b" SIZE=%d" % msg.size
@@ -1264,47 +1350,117 @@ class SMTPClient:
         if msg.utf8:
             params += b" SMTPUTF8"
         self._dirty = True
-        self._command(b"MAIL FROM:<" + msg.sender + b">" + params)
-        reply = self._read_reply("MAIL")
+        yield from self._ask(out, env, msg, b"MAIL FROM:<" + msg.sender + b">" + params, not pipe)
+        if not pipe:
+            self._check_sender(env)
+        for rcpt in msg.recipients:
+            yield from self._ask(out, env, msg, b"RCPT TO:<" + rcpt.encode() + b">", not pipe)
+            if self._link is None:  # 421: the server went away
+                break
+        if not pipe:
+            self._check_recipients(env)
+        if msg.size is not None and self._ext & _X_CHUNKING:
+            yield from self._ask(out, env, msg, b"BDAT %d LAST" % msg.size, False)
+            out.chunk(msg.size)
+            yield from self._message(out, msg)
+            reply = yield from self._replies(out, env, msg)
+            self._check_sender(env)
+            self._check_recipients(env)
+        else:
+            yield from self._ask(out, env, msg, b"DATA", False)
+            reply = yield from self._replies(out, env, msg)
+            if reply.code == 354 and not (env.mail is not None and env.mail.code // 100 == 2 and env.accepted):
+                # RFC 2920 3.1: DATA accepted with nothing to deliver: end it with a lone dot.
+                yield from self._command(b".")
+                yield from self._read_reply("DATA")
+            self._check_sender(env)
+            self._check_recipients(env)
+            if reply.code != 354:
+                raise SMTPError("DATA refused: %s" % reply, DATA_REPLY_ERROR, reply, "DATA")
+            yield from self._message(out, msg)
+            reply = yield from self._read_reply("DATA")  # the final reply to the message
+        self._dirty = False
+        if reply.code // 100 != 2:
+            raise SMTPError("message refused: %s" % reply, MESSAGE_REPLY_ERROR, reply, "DATA")
+        reply.refused = env.refused
+        return reply
+
+    def _ask(self, out, env, msg, line, wait):
+        # Queue one command; when told to wait (no PIPELINING), send it and read its reply now.
+        self._trace(">", line)
+        if out.full():
+            yield from out.flush()
+        out.put(line)
+        out.put(b"\r\n")
+        env.queue.append(line.split(b" ", 1)[0].decode())
+        if wait:
+            yield from self._replies(out, env, msg)
+
+    def _replies(self, out, env, msg):
+        # Send what is queued, then read the replies to it, in order; return the last one.
+        yield from out.flush()
+        reply = None
+        while env.queue and self._link is not None:
+            command = env.queue.pop(0)
+            reply = yield from self._read_reply(command)
+            if reply.code != 421:
+                msg.answered = True
+            if command == "RCPT":
+                rcpt = msg.recipients[env.rcpts]
+                env.rcpts += 1
+                if reply.code // 100 == 2:
+                    env.accepted += 1
+                else:
+                    env.refused[rcpt] = reply
+                    if reply.code == 421:
+                        env.closed = reply
+            elif command == "MAIL":
+                env.mail = reply
+            elif command == "RSET" and reply.code // 100 != 2:
+                self._close()  # state unknown: the next mail reconnects
+                raise SMTPError("RSET refused: %s" % reply, SERVER_ERROR_CODE_RECEIVED, reply, "RSET", True)
+        if reply is None:
+            raise SMTPConnectionError("not connected", command=env.queue[0] if env.queue else None)
+        return reply
+
+    def _check_sender(self, env):
+        reply = env.mail
+        if reply is None:
+            raise SMTPConnectionError("server closed the connection before MAIL", command="MAIL")
         if reply.code // 100 != 2:
             if reply.code == 530:
                 raise SMTPAuthenticationError(
                     "server requires authentication: %s" % reply, MAIL_REPLY_ERROR, reply, "MAIL"
                 )
             raise SMTPError("sender refused: %s" % reply, MAIL_REPLY_ERROR, reply, "MAIL")
-        refused = {}
-        accepted = 0
-        for rcpt in msg.recipients:
-            self._command(b"RCPT TO:<" + rcpt.encode() + b">")
-            reply = self._read_reply("RCPT")
-            if reply.code // 100 == 2:
-                accepted += 1
-            else:
-                refused[rcpt] = reply
-                if self._link is None:  # 421: server gone
-                    raise SMTPRecipientsRefused("server closed during RCPT: %s" % reply, refused,
-                                                "RCPT")
-        if not accepted:
-            raise SMTPRecipientsRefused("all recipients refused", refused, "RCPT")
-        self._command(b"DATA")
-        reply = self._read_reply("DATA")
-        if reply.code != 354:
-            raise SMTPError("DATA refused: %s" % reply, DATA_REPLY_ERROR, reply, "DATA")
+
+    def _check_recipients(self, env):
+        if env.closed is not None:
+            raise SMTPRecipientsRefused("server closed during RCPT: %s" % env.closed, env.refused, "RCPT")
+        if not env.accepted:
+            raise SMTPRecipientsRefused("all recipients refused", env.refused, "RCPT")
+
+    def _message(self, out, msg):
         try:
-            msg.write(self)
+            yield from msg.write(out)
         except SMTPError:
             raise
         except BaseException:
-            # The body source failed: never send the terminator, so the server drops the
-            # half message when the connection closes.
+            # The body source failed: the message is never completed (no terminator, or fewer
+            # octets than BDAT announced), so the server drops it when the connection closes.
             self._close()
             raise
-        reply = self._read_reply("DATA")  # the final reply to the message
-        self._dirty = False
-        if reply.code // 100 != 2:
-            raise SMTPError("message refused: %s" % reply, MESSAGE_REPLY_ERROR, reply, "DATA")
-        reply.refused = refused
-        return reply
+
+
+class _Envelope:
+    # The commands of one mail awaiting replies, and what the replies said.
+    def __init__(self):
+        self.queue = []
+        self.mail = None
+        self.rcpts = 0
+        self.accepted = 0
+        self.refused = {}
+        self.closed = None  # a 421 reply to RCPT
 
 
 class _Session:
@@ -1315,14 +1471,14 @@ class _Session:
         c = self.client
         if c._in_session:
             raise ValueError("a session is already open on this client")
-        c._open()
+        c._run(c._open())
         c._in_session = True
         return c
 
     def __exit__(self, *exc):
         c = self.client
         c._in_session = False
-        c._quit()
+        c._run(c._quit())
         return False
 
 
@@ -1448,16 +1604,19 @@ class _Message:
         else:
             _check_text(message_id, "message_id")
             if not (message_id[:1] == "<" and message_id[-1:] == ">" and "@" in message_id
-                    and " " not in message_id):
+                    and " " not in message_id and len(message_id) <= 250):
                 raise ValueError("message_id must look like <unique@domain>: %r" % message_id)
         self.message_id = message_id
         if date is not None:
             _check_text(date, "date")
+            if len(date) > 80:
+                raise ValueError("date is too long for an RFC 5322 date: %r" % date)
         self.date = date if date is not None else date_header()
         self.body = _Body(body, client._cbuf)
         self.size = None
         self.eight_bit = False
         self.cte = None  # decided by negotiate(), once the server's EHLO is known
+        self.answered = False  # the server replied (not 421) to a command of this mail
 
     def negotiate(self, client):
         """Decide the transfer encoding and size from what this server offered."""
@@ -1480,7 +1639,8 @@ class _Message:
         self.size = None
         if st is not None:
             counter = _Count()
-            self.write_headers(counter)
+            for _ in self.write_headers(counter):
+                pass
             if self.cte == b"quoted-printable":
                 self.body.stream(_QP(counter))
             else:
@@ -1494,30 +1654,34 @@ class _Message:
                 )
 
     def write_headers(self, out):
+        # A generator, like write(): a long header is written out a token at a time.
         if self.date:
-            _header(out, b"Date", [self.date.encode()])
-        _header(out, b"From", _mailbox_tokens(self.from_name, self.sender.decode()))
+            yield from _header(out, b"Date", [self.date.encode()])
+        yield from _header(out, b"From", _mailbox_tokens(self.from_name, self.sender.decode()))
         if self.to:
-            _address_header(out, b"To", self.to)
+            yield from _address_header(out, b"To", self.to)
         elif not self.cc:
-            _header(out, b"To", [b"undisclosed-recipients:;"])
+            yield from _header(out, b"To", [b"undisclosed-recipients:;"])
         if self.cc:
-            _address_header(out, b"Cc", self.cc)
-        _header(out, b"Subject", self.subject)
-        _header(out, b"Message-ID", [self.message_id.encode()])
-        _header(out, b"MIME-Version", [b"1.0"])
-        _header(out, b"Content-Type", [b"text/plain;", b"charset=utf-8"])
-        _header(out, b"Content-Transfer-Encoding", [self.cte])
+            yield from _address_header(out, b"Cc", self.cc)
+        yield from _header(out, b"Subject", self.subject)
+        yield from _header(out, b"Message-ID", [self.message_id.encode()])
+        yield from _header(out, b"MIME-Version", [b"1.0"])
+        yield from _header(out, b"Content-Type", [b"text/plain;", b"charset=utf-8"])
+        yield from _header(out, b"Content-Transfer-Encoding", [self.cte])
         xp, imp = _PRIORITY_HEADERS[self.priority]
-        _header(out, b"X-Priority", [xp])
-        _header(out, b"Importance", [imp])
+        yield from _header(out, b"X-Priority", [xp])
+        yield from _header(out, b"Importance", [imp])
         out.put(b"\r\n")
 
-    def write(self, client):
-        out = _Out(client)
-        self.write_headers(out)
-        self.body.stream(_QP(out) if self.cte == b"quoted-printable" else _Plain(out))
-        out.terminate()
+    def write(self, out):
+        """The message into `out`: a generator of write requests for the driver."""
+        yield from self.write_headers(out)
+        if self.cte == b"quoted-printable":
+            yield from self.body.feed(_QP(out), _QP_WINDOW, out)
+        else:
+            yield from self.body.feed(_Plain(out), _WINDOW, out)
+        yield from out.terminate()
 
 
 def _address_header(out, name, mailboxes):
@@ -1527,7 +1691,7 @@ def _address_header(out, name, mailboxes):
         if i < len(mailboxes) - 1:
             t[-1] = t[-1] + b","
         tokens.extend(t)
-    _header(out, name, tokens)
+    yield from _header(out, name, tokens)
 
 
 def _header(out, name, tokens):
@@ -1537,6 +1701,8 @@ def _header(out, name, tokens):
     col = len(name) + 1
     first = True
     for t in tokens:
+        if out.full():
+            yield from out.flush()
         if not first and t and col + 1 + len(t) > 76:
             out.put(b"\r\n")
             col = 0
@@ -1550,40 +1716,76 @@ def _header(out, name, tokens):
 # -- body sources --------------------------------------------------------------------------------
 
 
+try:  # the top bit of 128 octets: one C-level AND per 128 octets finds 8-bit text
+    _HIGH_BITS = int.from_bytes(b"\x80" * 128, "big")
+except OverflowError:  # a port without big integers
+    _HIGH_BITS = 0
+
+
+def _has_8bit(w):
+    # Any octet >= 0x80? Big-integer ANDs or isascii(), not a Python-level pass over each.
+    if hasattr(w, "isascii"):  # CPython
+        return not w.isascii()
+    if not _HIGH_BITS:
+        return max(w) >= 0x80
+    mv = memoryview(w)
+    for i in range(0, len(w), 128):
+        if int.from_bytes(mv[i : i + 128], "big") & _HIGH_BITS:
+            return True
+    return False
+
+
 class _Stats:
     # What a pass over known content found: decides 7bit / 8bit / quoted-printable and SIZE.
+    # `longest` (the longest wire line, a stuffed dot included) is exact whenever it matters,
+    # that is above _TEXT_LINE_MAX - 1; shorter lines inside one window are not measured.
     def __init__(self):
         self.size = 0
         self.longest = 0
         self.eight_bit = False
         self.nul = False
-        self.line = 0
+        self.line = 0  # octets of the current line so far
 
-    def seg(self, data, mv, i, j):
-        if j > i:
-            if self.line == 0 and data[i] == 0x2E:
-                self.line = 1  # the stuffed dot counts towards the wire line length
-            piece = mv[i:j]
-            self.line += j - i
-            self.size += j - i
-            if max(piece) >= 0x80:
-                self.eight_bit = True
-            if min(piece) == 0:
-                self.nul = True
+    def _ended(self, n):
+        if n > self.longest:
+            self.longest = n
 
-    def eol(self):
-        if self.line > self.longest:
-            self.longest = self.line
-        self.line = 0
-        self.size += 2
+    def text(self, w):
+        n = len(w)
+        if not n:
+            return
+        self.size += n
+        if not self.eight_bit and _has_8bit(w):
+            self.eight_bit = True
+        if not self.nul and w.find(b"\0") >= 0:
+            self.nul = True
+        line = self.line
+        if line == 0 and w[0] == 0x2E:
+            line = 1  # the stuffed dot counts towards the wire line length
+        first = w.find(b"\r\n")
+        if first < 0:
+            self.line = line + n
+            return
+        self._ended(line + first)
+        last = w.rfind(b"\r\n")
+        if last - first - 2 > _TEXT_LINE_MAX - 1:  # a line in between may be too long
+            i = first + 2
+            while i < last:
+                e = w.find(b"\r\n", i)
+                self._ended(e - i + (1 if e > i and w[i] == 0x2E else 0))
+                i = e + 2
+        i = last + 2
+        self.line = n - i + (1 if n > i and w[i] == 0x2E else 0)
 
     def end(self):
         if self.line:  # RFC 5321 4.1.1.4: a missing final CRLF is added
-            self.eol()
+            self._ended(self.line)
+            self.line = 0
+            self.size += 2
 
 
 class _Body:
-    """The mail body as chunks of bytes. Content that can be read twice (in RAM, a list of
+    """The mail body as windows of bytes. Content that can be read twice (in RAM, a list of
     chunks, a seekable file) is scanned first; a one-shot stream is sent quoted-printable."""
 
     def __init__(self, body, buf):
@@ -1619,13 +1821,28 @@ class _Body:
             self.stats = _Stats()
             self.stream(self.stats)
 
-    def _chunks(self):
+    def feed(self, sink, size, out=None):
+        """Encode the body through `sink`, `size` bytes at a time, then end it. With `out`, a
+        generator that writes `out` whenever it is full; without, run it with stream()."""
+        norm = _Normaliser(sink)
+        for data, i, j in self._windows(size):
+            norm.feed(data, i, j)
+            if out is not None and out.full():
+                yield from out.flush()
+        sink.end()
+
+    def stream(self, sink):
+        for _ in self.feed(sink, _WINDOW):
+            pass
+
+    def _windows(self, size):
         src = self.src
         if self.kind == "mem":
-            yield from self._pieces(src)
+            yield from self._split(src, len(src), size)
         elif self.kind == "list":
             for c in src:
-                yield from self._pieces(c.encode() if isinstance(c, str) else c)
+                c = c.encode() if isinstance(c, str) else c
+                yield from self._split(c, len(c), size)  # pyright: ignore[reportArgumentType]
         elif self.kind == "file":
             # The ignores: self.src is a file here (self.kind says so), which the checker cannot see.
             if self.start is not None:
@@ -1636,7 +1853,7 @@ class _Body:
                     n = src.readinto(buf)  # pyright: ignore[reportAttributeAccessIssue]
                     if not n:
                         break
-                    yield buf, n
+                    yield from self._split(buf, n, size)
             else:
                 while True:
                     c = src.read(_CHUNK)  # pyright: ignore[reportAttributeAccessIssue]
@@ -1644,92 +1861,105 @@ class _Body:
                         break
                     if isinstance(c, str):
                         c = c.encode()
-                    yield c, len(c)
+                    yield from self._split(c, len(c), size)
         else:
             for c in src:
                 if isinstance(c, str):
                     c = c.encode()
                 elif not isinstance(c, (bytes, bytearray, memoryview)):
                     raise ValueError("mail_body chunks must be str or bytes")
-                yield from self._pieces(c)
+                yield from self._split(c, len(c), size)
 
-    def _pieces(self, data):
-        # bytes and bytearray are scanned in place; a memoryview has no find(), so it goes
-        # through the chunk buffer a piece at a time (never copied whole).
-        if not isinstance(data, memoryview):
-            yield data, len(data)
+    def _split(self, data, n, size):
+        # (data, i, j) windows. bytes and bytearray are used in place; a memoryview has no
+        # find(), so it goes through the chunk buffer a piece at a time (never copied whole).
+        if isinstance(data, memoryview):
+            buf = self.buf
+            for i in range(0, n, len(buf)):
+                k = min(len(buf), n - i)
+                buf[:k] = data[i : i + k]
+                yield from self._split(buf, k, size)
             return
-        buf = self.buf
-        for i in range(0, len(data), len(buf)):
-            k = min(len(buf), len(data) - i)
-            buf[:k] = data[i : i + k]
-            yield buf, k
-
-    def stream(self, sink):
-        norm = _Normaliser(sink)
-        for data, n in self._chunks():
-            norm.feed(data, n)
-        sink.end()
+        for i in range(0, n, size):
+            yield data, i, min(i + size, n)
 
 
 class _Normaliser:
-    """Turns CRLF, lone CR and lone LF into line ends, also across chunk boundaries, and hands
-    line segments and line ends to a sink (plain, quoted-printable or statistics)."""
+    """Makes every line end CRLF (from CRLF, a lone CR or a lone LF, also across windows).
+    Plain and statistics sinks get CRLF text a window at a time, made with whole-window C
+    string operations (find, count, replace); the quoted-printable sink, which looks at every
+    octet anyway, gets line pieces and line ends without any copy."""
 
     def __init__(self, sink):
         self.sink = sink
-        self.cr = False  # the previous chunk ended with CR: a leading LF belongs to it
+        self.by_line = hasattr(sink, "eol")
+        self.cr = False  # the previous window ended with CR: a leading LF belongs to it
 
-    def feed(self, data, n):
-        sink = self.sink
-        mv = memoryview(data)  # one view per chunk: the sinks slice it without copying
-        i = 0
+    def feed(self, data, i, j):
         if self.cr:
             self.cr = False
-            if n and data[0] == 0x0A:
-                i = 1
-        ncr = -1  # cached position of the next CR
-        while i < n:
-            if ncr < i:
-                ncr = data.find(b"\r", i, n)
-                if ncr < 0:
-                    ncr = n
-            nlf = data.find(b"\n", i, min(ncr, n))
-            j = ncr if nlf < 0 else nlf
-            if j > i:
-                sink.seg(data, mv, i, j)
-            if j >= n:
-                break
-            sink.eol()
-            if data[j] == 0x0D:
-                if j + 1 < n:
-                    if data[j + 1] == 0x0A:
-                        j += 1
-                else:
-                    self.cr = True
-            i = j + 1
+            if i < j and data[i] == 0x0A:
+                i += 1
+        if i >= j:
+            return
+        sink = self.sink
+        if self.by_line:
+            while i < j:
+                r = data.find(b"\r", i, j)
+                n = data.find(b"\n", i, j if r < 0 else r)
+                e = r if n < 0 else n
+                if e < 0:
+                    sink.seg(data, i, j)
+                    return
+                if e > i:
+                    sink.seg(data, i, e)
+                sink.eol()
+                if data[e] == 0x0D:
+                    if e + 1 == j:
+                        self.cr = True
+                    elif data[e + 1] == 0x0A:
+                        e += 1
+                i = e + 1
+            return
+        cr = data[j - 1] == 0x0D
+        if cr:  # a line end already; sent as CRLF below
+            j -= 1
+        w = data[i:j]
+        if w.find(b"\r") >= 0:
+            n = w.count(b"\r\n")
+            if n != w.count(b"\r") or n != w.count(b"\n"):  # a lone CR or LF among them
+                w = w.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+        elif w.find(b"\n") >= 0:
+            w = w.replace(b"\n", b"\r\n")
+        sink.text(w)
+        if cr:
+            sink.text(b"\r\n")
+            self.cr = True
 
 
 class _Plain:
-    # 7bit/8bit content as is, dots stuffed (RFC 5321 4.5.2).
+    # 7bit/8bit content as is, dots stuffed (RFC 5321 4.5.2) unless the output says not to
+    # (BDAT and size counting).
     def __init__(self, out):
         self.out = out
         self.bol = True
 
-    def seg(self, data, mv, i, j):
-        if self.bol and data[i] == 0x2E:
-            self.out.stuff()
-        self.out.put(mv, i, j)
-        self.bol = False
-
-    def eol(self):
-        self.out.put1(0x0D)
-        self.out.put1(0x0A)
-        self.bol = True
+    def text(self, w):
+        if not w:
+            return
+        out = self.out
+        if out.dots:
+            if self.bol and w[0] == 0x2E:
+                out.put1(0x2E)
+            if w.find(b"\n.") >= 0:
+                w = w.replace(b"\n.", b"\n..")
+        out.put(w)
+        self.bol = w[-1] == 0x0A
 
     def end(self):
         if not self.bol:  # RFC 5321 4.1.1.4: a missing final CRLF is added, never a second
-            self.eol()
+            self.out.put(b"\r\n")
+            self.bol = True
 
 
 _HEX = b"0123456789ABCDEF"
@@ -1742,6 +1972,17 @@ class _QP:
         self.out = out
         self.col = 0
         self.blank = -1  # a space or tab not yet written: encoded if the line ends after it
+
+    def seg(self, data, i, j):
+        for k in range(i, j):
+            c = data[k]
+            if self.blank >= 0:
+                self._emit(self.blank)
+                self.blank = -1
+            if c == 0x20 or c == 0x09:
+                self.blank = c
+            else:
+                self._emit(c)
 
     def _emit(self, c):
         out = self.out
@@ -1757,21 +1998,10 @@ class _QP:
             if self.col + 1 > 75:
                 out.put(b"=\r\n")
                 self.col = 0
-            if self.col == 0 and c == 0x2E:
-                out.stuff()
+            if self.col == 0 and c == 0x2E and out.dots:
+                out.put1(0x2E)
             out.put1(c)
             self.col += 1
-
-    def seg(self, data, mv, i, j):
-        for k in range(i, j):
-            c = data[k]
-            if self.blank >= 0:
-                self._emit(self.blank)
-                self.blank = -1
-            if c == 0x20 or c == 0x09:
-                self.blank = c
-            else:
-                self._emit(c)
 
     def eol(self):
         if self.blank >= 0:
@@ -1783,8 +2013,7 @@ class _QP:
             self.out.put1(0x3D)
             self.out.put1(_HEX[c >> 4])
             self.out.put1(_HEX[c & 15])
-        self.out.put1(0x0D)
-        self.out.put1(0x0A)
+        self.out.put(b"\r\n")
         self.col = 0
 
     def end(self):
@@ -1793,22 +2022,26 @@ class _QP:
 
 
 class _Count:
-    # Counts what _Out would send, without the stuffed dots (RFC 1870 SIZE).
+    # Counts what _Out would send, without the stuffed dots (RFC 1870 SIZE, RFC 3030 BDAT).
+    dots = False
+
     def __init__(self):
         self.n = 0
 
-    def put(self, data, i=0, j=None):
-        self.n += (len(data) if j is None else j) - i
+    def put(self, data):
+        self.n += len(data)
 
     def put1(self, c):
         self.n += 1
 
-    def stuff(self):
-        pass
+    def full(self):
+        return False
 
 
 class _Out:
-    """Collects wire bytes in the client's fixed output buffer and sends it when full."""
+    """The client's fixed output buffer: commands and message bytes collect here and go out
+    a flight at a time. The writers check full() after each window or token, and each adds
+    at most _OUT_SIZE - _FLUSH_AT, so the buffer never overflows."""
 
     def __init__(self, client):
         self.client = client
@@ -1816,44 +2049,57 @@ class _Out:
         self.mv = memoryview(self.buf)
         self.n = 0
         self.total = 0
+        self.dots = True  # DATA: dot-stuffing and the CRLF.CRLF terminator
+        self.left = None  # BDAT: message octets still owed to the chunk size announced
+        self.mark = 0  # where the message starts in the buffer (commands before it)
 
-    def put(self, data, i=0, j=None):
-        if j is None:
-            j = len(data)
-        if j <= i:
-            return
-        buf = self.buf
-        size = len(buf)
-        if i == 0 and j == len(data) and j <= size - self.n:
-            buf[self.n : self.n + j] = data  # the common case: no slice object at all
-            self.n += j
-            return
-        src = data if isinstance(data, memoryview) else memoryview(data)
-        while i < j:
-            if self.n == size:
-                self.flush()
-            k = min(j - i, size - self.n)
-            buf[self.n : self.n + k] = src[i : i + k]
-            self.n += k
-            i += k
+    def put(self, data):
+        n = self.n
+        k = len(data)
+        if n + k > _OUT_SIZE:
+            raise SMTPError("output buffer overflow (%d + %d octets)" % (n, k), INTERNAL_ERROR)
+        self.buf[n : n + k] = data
+        self.n = n + k
 
     def put1(self, c):
-        if self.n == len(self.buf):
-            self.flush()
+        if self.n == _OUT_SIZE:
+            raise SMTPError("output buffer overflow", INTERNAL_ERROR)
         self.buf[self.n] = c
         self.n += 1
 
-    def stuff(self):
-        self.put1(0x2E)
+    def full(self):
+        return self.n >= _FLUSH_AT
+
+    def chunk(self, size):
+        # RFC 3030: exactly `size` octets follow the BDAT command; nothing is stuffed.
+        self.dots = False
+        self.left = size
+        self.mark = self.n
 
     def flush(self):
-        if self.n:
-            self.client._send(self.mv[: self.n], "DATA")
-            self.total += self.n
-            self.n = 0
+        n = self.n
+        if not n:
+            return
+        if self.left is not None:
+            k = n - self.mark
+            if k > self.left:  # the source grew since it was measured: never send past the chunk
+                self._changed()
+            self.left -= k
+            self.mark = 0
+        yield from self.client._send(self.mv[:n], "DATA")
+        self.total += n
+        self.n = 0
 
     def terminate(self):
-        # The sinks end the body with CRLF; "." CRLF after it is the only CRLF.CRLF sent.
-        self.put(b".\r\n")
-        self.flush()
+        # DATA: the sinks end the body with CRLF, so "." CRLF after it is the only CRLF.CRLF.
+        if self.dots:
+            self.put(b".\r\n")
+        yield from self.flush()
+        if self.left:
+            self._changed()
         self.client._trace(">", "<message: %d octets>" % self.total)
+
+    def _changed(self):
+        self.client._close()  # the server drops the incomplete chunk with the connection
+        raise SMTPError("the mail body changed while it was being sent (its size was measured "
+                        "first): connection closed, mail not sent", INVALID_PARAM, None, "BDAT", False)

@@ -3,7 +3,7 @@
 # your project, or point your editor's stub path at this folder). tests_host/test_types.py keeps
 # it in step with smtp_duo.py.
 
-from typing import Any, Callable, Final, Iterable, Iterator, Literal, Protocol, Sequence
+from typing import Any, Callable, Final, Generator, Iterable, Iterator, Literal, Protocol, Sequence
 
 __version__: Final[str]
 
@@ -177,6 +177,20 @@ class SMTPClient:
         bcc: _Addresses = (),
     ) -> None: ...
     def new_message_id(self) -> str: ...
+    # Internals smtp_duo_async drives; not API.
+    _link: Any
+    _tls_ctx: Any
+    _in_session: bool
+    _rmv: memoryview
+    _rend: int
+    _io_deadline: int
+    def _deadline(self, seconds: float | None = None) -> int: ...
+    def _addresses(self, socket: Any) -> list[Any]: ...
+    def _connect_error(self, err: BaseException | None) -> SMTPError: ...
+    def _open(self) -> Generator[Any, Any, None]: ...
+    def _mail(self, msg: _Message) -> Generator[Any, Any, Reply]: ...
+    def _quit(self) -> Generator[Any, Any, None]: ...
+    def _close(self) -> None: ...
 
 # -- helpers -------------------------------------------------------------------------------------
 
@@ -186,8 +200,28 @@ def cram_md5_response(username: bytes, secret: bytes, challenge: bytes) -> bytes
 def xoauth2_string(username: bytes, token: bytes) -> bytes: ...
 def make_message_id(domain: str) -> str: ...
 
-# -- internals shared with the sibling modules (smtp_duo_outbox); not API ------------------------
+# -- internals shared with the sibling modules (smtp_duo_outbox, smtp_duo_async); not API -----
 
 def _ticks_ms() -> int: ...
 def _ticks_diff(a: int, b: int) -> int: ...
 def _ticks_add(a: int, b: int) -> int: ...
+_RQ_OPEN: int = 1
+_RQ_TLS: int = 2
+_RQ_READABLE: int = 3
+def _is_timeout(e: BaseException | None) -> bool: ...
+def _tls_failure(e: BaseException, port: int) -> SMTPTLSError: ...
+def _no_delay(socket: Any, sock: Any) -> None: ...
+
+class _Message:
+    def __init__(
+        self,
+        client: SMTPClient,
+        to: _Addresses,
+        priority: int,
+        subject: str,
+        body: _MailBody,
+        cc: _Addresses,
+        bcc: _Addresses,
+        message_id: str | None = None,
+        date: str | None = None,
+    ) -> None: ...

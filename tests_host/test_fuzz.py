@@ -280,12 +280,12 @@ def test_one_reply_line_costs_little_memory_on_cpython(name, data, command):
     srv = MemServer()
     c = MemClient(srv, debug=fuzz_portable.debug)
     c._link = srv.connect()
-    c._read_reply("greeting")
+    c._run(c._read_reply("greeting"))
     srv.out = data
     tracemalloc.start()
     try:
         tracemalloc.reset_peak()
-        c._read_reply(command, c._ehlo_line if command == "EHLO" else None)
+        c._run(c._read_reply(command, c._ehlo_line if command == "EHLO" else None))
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

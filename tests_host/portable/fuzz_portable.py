@@ -69,6 +69,9 @@ class Flood:
     def write(self, mv, deadline):
         self.writes += 1
 
+    def readable(self):
+        return self.served < self.total
+
     def close(self):
         self.closed = True
 
@@ -411,14 +414,14 @@ def reply_cost(reply, command, debug_on):
     srv = MemServer()
     c = MemClient(srv, debug=debug if debug_on else None)
     c._link = srv.connect()
-    c._read_reply("greeting")
+    c._run(c._read_reply("greeting"))
     srv.out = reply
     on_line = c._ehlo_line if command == "EHLO" else None
     gc.collect()
     before = gc.mem_alloc()
     gc.disable()
     try:
-        c._read_reply(command, on_line)
+        c._run(c._read_reply(command, on_line))
     except MemoryError:
         return "MemoryError"  # more than the heap had free
     finally:

@@ -1,7 +1,9 @@
 # An SMTP server in memory, for tests that run where there is no network (MicroPython's qemu
 # board) and for socket-free tests on the host. It is the client's link: the client writes
 # commands into it and reads the scripted replies back, `segment` bytes per read (1 = every
-# reply split into one-byte segments). Portable: MicroPython and CPython.
+# reply split into one-byte segments). Portable: MicroPython and CPython. Commands are answered
+# as they arrive, so a pipelined flight gets its replies together; `reads` counts the client's
+# reads, which is how often it waited for the server. BDAT chunks (RFC 3030) are taken by size.
 
 import errno
 
@@ -16,6 +18,7 @@ DEFAULTS = {
     "RCPT": b"250 2.1.5 ok\r\n",
     "DATA": b"354 go ahead\r\n",
     "DOT": b"250 2.0.0 queued as MEM1\r\n",
+    "BDAT": b"250 2.0.0 queued as MEM1\r\n",
     "RSET": b"250 2.0.0 ok\r\n",
     "QUIT": b"221 2.0.0 bye\r\n",
     "*": b"500 5.5.2 unknown command\r\n",
@@ -37,6 +40,7 @@ class MemServer:
         self.messages = []
         self.data_size = 0
         self.connections = 0
+        self.reads = 0
         self.sock = None
         self._counts = {}
         self.reset()
@@ -48,6 +52,8 @@ class MemServer:
         self.tail = b""
         self.in_data = False
         self.in_auth = False
+        self.chunk_left = 0  # BDAT octets still to come
+        self.in_chunks = False
         self.closing = False
         self.closed = False
 
@@ -60,6 +66,7 @@ class MemServer:
     # -- the link interface -------------------------------------------------------------------
 
     def read_into(self, mv, deadline):
+        self.reads += 1
         if not self.out:
             if self.closing:
                 return 0
@@ -79,6 +86,9 @@ class MemServer:
             self.sent.append(data)
         self._feed(data)
 
+    def readable(self):
+        return bool(self.out) or self.closing
+
     def close(self):
         self.closed = True
 
@@ -96,6 +106,8 @@ class MemServer:
         return v
 
     def _answer(self, verb):
+        if self.closing:  # closed: whatever else the client pipelined goes unanswered
+            return b""
         v = self._next(verb)
         if v is None:
             self.closing = True
@@ -104,7 +116,15 @@ class MemServer:
         return v
 
     def _feed(self, data):
-        while data:
+        while data and not self.closing:  # a closed server takes nothing more
+            if self.chunk_left:
+                take = data[: self.chunk_left]
+                self._keep_body(take)
+                self.chunk_left -= len(take)
+                data = data[len(take) :]
+                if not self.chunk_left:
+                    self._chunk_end()
+                continue
             if self.in_data:
                 data = self._feed_data(data)
                 continue
@@ -123,6 +143,9 @@ class MemServer:
                 if verb not in self.script or verb in ("greeting", "DOT", "*"):
                     verb = "*"
             sent = self._answer(verb)
+            if verb == "BDAT":
+                self._bdat(line, sent)
+                continue
             self.in_auth = verb == "AUTH" and sent[:3] == b"334"
             self.in_data = verb == "DATA" and sent[:3] == b"354"
             if self.in_data:
@@ -145,6 +168,24 @@ class MemServer:
         self._answer("DOT")
         return data[used:]
 
+    def _bdat(self, line, answer):
+        # "BDAT n [LAST]": the answer was queued already; it belongs after the chunk's octets.
+        self.out = self.out[: len(self.out) - len(answer)]
+        self.chunk_answer = answer
+        if not self.in_chunks:
+            self.in_chunks = True
+            self.body = []
+        self.chunk_left = int(line.split()[1])
+        self.chunk_last = line.split()[-1].upper() == b"LAST"
+        if not self.chunk_left:
+            self._chunk_end()
+
+    def _chunk_end(self):
+        self.out += self.chunk_answer
+        if self.chunk_last:
+            self.in_chunks = False
+            self.messages.append(b"".join(self.body) if self.keep else self.data_size)
+
     def _keep_body(self, data):
         self.data_size += len(data)
         if self.keep:
@@ -163,3 +204,38 @@ class MemClient(smtp_duo.SMTPClient):
 
     def _connect(self):
         return self.server.connect()
+
+
+class _AsyncLink:
+    # The same server behind smtp_duo_async's awaitable link interface.
+    def __init__(self, server):
+        self.server = server
+        self.sock = None
+
+    async def read_into(self, mv, deadline):
+        return self.server.read_into(mv, deadline)
+
+    async def write(self, mv, deadline):
+        self.server.write(mv, deadline)
+
+    def readable(self):
+        return self.server.readable()
+
+    def close(self):
+        self.server.close()
+
+
+def async_client(server, **kw):
+    """An AsyncSMTPClient (smtp_duo_async) whose link is `server`."""
+    import smtp_duo_async
+
+    class AsyncMemClient(smtp_duo_async.AsyncSMTPClient):
+        async def _aconnect(self):
+            return _AsyncLink(self.server.connect())
+
+    kw.setdefault("server_address", "mem.test")
+    kw.setdefault("from_address", "sensor@example.com")
+    kw.setdefault("timeout", 1)
+    c = AsyncMemClient(**kw)
+    c.server = server
+    return c
