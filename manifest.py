@@ -3,6 +3,7 @@
 # A board manifest, the file passed to the firmware build as FROZEN_MANIFEST, pulls it in with
 #     include("<checkout>/manifest.py")            # smtp_duo only
 #     include("<checkout>/manifest.py", md5=True)  # smtp_duo plus smtp_duo_md5
+#     include("<checkout>/manifest.py", aio=True)  # smtp_duo plus smtp_duo_async
 # where <checkout> is the absolute path of this repository (or one relative to the board
 # manifest). board/README.md shows complete board manifests for ESP32_GENERIC and RPI_PICO_W.
 #
@@ -16,10 +17,14 @@ metadata(
     license="MIT",
 )
 
-options.defaults(md5=False)
+options.defaults(md5=False, aio=False)
 
 # base_path="lib" makes the frozen name "smtp_duo", so `import smtp_duo` finds it.
 module("smtp_duo.py", base_path="lib")
 
 if options.md5:
     module("smtp_duo_md5.py", base_path="lib")
+
+# aio=True also freezes smtp_duo_async, the asyncio client (it needs the firmware's asyncio).
+if options.aio:
+    module("smtp_duo_async.py", base_path="lib")

@@ -100,14 +100,15 @@ def run_micropython(micropython, mpy_dir, args, heap=DEFAULT_HEAP, timeout=120, 
 class Runner:
     """Runs client jobs (see driver.py) on one runtime and returns the driver's report."""
 
-    def __init__(self, runtime, micropython=None, mpy_dir=None, tmp_path=None):
+    def __init__(self, runtime, micropython=None, mpy_dir=None, tmp_path=None, asynchronous=False):
         self.runtime = runtime
+        self.asynchronous = asynchronous  # the job runs on smtp_duo_async's AsyncSMTPClient
         self.micropython = micropython
         self.mpy_dir = mpy_dir
         self.tmp_path = tmp_path
 
     def run(self, client, mails, session=False, heap=DEFAULT_HEAP, timeout=120):
-        job = {"client": client, "mails": mails, "session": session}
+        job = {"client": client, "mails": mails, "session": session, "async": self.asynchronous}
         job = json.loads(json.dumps(job))  # exactly what MicroPython would get
         if self.runtime == "cpython":
             return driver.run_job(job)
@@ -128,12 +129,14 @@ class Runner:
         return result
 
 
-@pytest.fixture(params=["cpython", "micropython"])
+@pytest.fixture(params=["cpython", "micropython", "cpython-async", "micropython-async"])
 def runner(request, tmp_path):
-    if request.param == "cpython":
-        return Runner("cpython")
+    """The blocking client and smtp_duo_async's AsyncSMTPClient, each on both runtimes."""
+    runtime, _, flavour = request.param.partition("-")
+    if runtime == "cpython":
+        return Runner("cpython", asynchronous=flavour == "async")
     mp = request.getfixturevalue("micropython")
-    return Runner("micropython", mp, request.getfixturevalue("mpy_dir"), tmp_path)
+    return Runner("micropython", mp, request.getfixturevalue("mpy_dir"), tmp_path, flavour == "async")
 
 
 @pytest.fixture

@@ -123,17 +123,26 @@ def _send(target, mail):
 
 def run_job(job):
     """Returns {"results": [...], "heap": {...}} or {"error": ...} if the client failed to build
-    or the session failed to open."""
+    or the session failed to open. With "async": true the job runs on smtp_duo_async."""
     gc.collect()
     heap0 = gc.mem_alloc() if hasattr(gc, "mem_alloc") else 0
     results = []
     _TRANSCRIPT.lines = []
+    make = smtp_duo.SMTPClient
+    if job.get("async"):
+        import smtp_duo_async
+
+        make = smtp_duo_async.AsyncSMTPClient
     try:
-        client = smtp_duo.SMTPClient(**_constants(job["client"]))
+        client = make(**_constants(job["client"]))
     except Exception as e:
         return {"error": _error(e), "results": results, "transcript": _TRANSCRIPT.lines}
     try:
-        if job.get("session"):
+        if job.get("async"):
+            import asyncio
+
+            asyncio.run(_mails_async(client, job, results))
+        elif job.get("session"):
             with client.session() as s:
                 for mail in job["mails"]:
                     results.append(_send(s, mail))
@@ -148,6 +157,30 @@ def run_job(job):
     heap1 = gc.mem_alloc() if hasattr(gc, "mem_alloc") else 0
     return {"results": results, "heap": {"before": heap0, "after": heap1}, "tls_verified": verified,
             "transcript": _TRANSCRIPT.lines}
+
+
+async def _mails_async(client, job, results):
+    if job.get("session"):
+        async with client.session() as s:
+            for mail in job["mails"]:
+                results.append(await _send_async(s, mail))
+    else:
+        for mail in job["mails"]:
+            results.append(await _send_async(client, mail))
+
+
+async def _send_async(target, mail):
+    mail = _constants(mail)
+    if "mail_body" in mail:
+        mail["mail_body"] = _body(mail["mail_body"])
+    body = mail.get("mail_body")
+    try:
+        return {"ok": _reply(await target.mail_send(**mail))}
+    except Exception as e:
+        return {"error": _error(e)}
+    finally:
+        if hasattr(body, "close"):
+            body.close()
 
 
 def main():

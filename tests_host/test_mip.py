@@ -29,7 +29,7 @@ class _RepoHandler(http.server.BaseHTTPRequestHandler):
         self.server.requests.append(path)
         body = None
         name = path.lstrip("/")
-        if name in ("package.json", "package-md5.json"):
+        if name in ("package.json", "package-md5.json", "package-async.json"):
             doc = json.loads((ROOT / name).read_text())
             here = "http://%s:%d%s" % (self.server.server_address[0], self.server.server_address[1], path)
             doc["urls"] = [[dest, self._absolute(here, src)] for dest, src in doc["urls"]]
@@ -94,6 +94,7 @@ print("MD5", smtp_duo_md5.md5(b"installed by mip").digest().hex())
 @pytest.mark.parametrize("package, modules", [
     ("package.json", ["smtp_duo"]),
     ("package-md5.json", ["smtp_duo", "smtp_duo_md5"]),
+    ("package-async.json", ["smtp_duo", "smtp_duo_async"]),
 ])
 def test_mip_install_then_send(micropython, repo_server, smtpd, tmp_path, package, modules):
     target = tmp_path / "lib"

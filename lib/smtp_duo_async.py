@@ -1,0 +1,253 @@
+# smtp_duo_async: the smtp_duo client on asyncio streams, so a sensor loop keeps running while
+# a mail goes out. Same constructor, same protocol and the same bytes on the wire: smtp_duo's
+# protocol steps are generators that yield the I/O they need, and this module performs that
+# I/O with awaits instead of blocking calls. MIT licence.
+
+try:
+    import asyncio
+except ImportError:  # MicroPython before 1.21
+    import uasyncio as asyncio
+
+import sys
+
+import smtp_duo
+from smtp_duo import (  # noqa: F401 -- re-exported: one import gives the async user everything
+    AUTH_AUTO,
+    AUTH_CRAM_MD5,
+    AUTH_LOGIN,
+    AUTH_NONE,
+    AUTH_PLAIN,
+    AUTH_XOAUTH2,
+    PRIORITY_HIGH,
+    PRIORITY_LOW,
+    PRIORITY_NORMAL,
+    TLS_IMPLICIT,
+    TLS_NONE,
+    TLS_STARTTLS,
+    Reply,
+    SMTPAuthenticationError,
+    SMTPConnectionError,
+    SMTPError,
+    SMTPNotSupportedError,
+    SMTPProtocolError,
+    SMTPRecipientsRefused,
+    SMTPTimeoutError,
+    SMTPTLSError,
+)
+
+__version__ = smtp_duo.__version__
+
+_MICROPYTHON = sys.implementation.name == "micropython"
+
+
+def _timed_out():
+    import errno
+
+    return OSError(errno.ETIMEDOUT)
+
+
+async def _within(aw, deadline):
+    # An awaitable bounded by a smtp_duo deadline (ticks_ms); expiry is ETIMEDOUT, as on sockets.
+    left = smtp_duo._ticks_diff(deadline, smtp_duo._ticks_ms())
+    if left <= 0:
+        raise _timed_out()
+    try:
+        if _MICROPYTHON:
+            return await asyncio.wait_for_ms(aw, left)  # pyright: ignore[reportAttributeAccessIssue]
+        return await asyncio.wait_for(aw, left / 1000)
+    except asyncio.TimeoutError:
+        raise _timed_out()
+
+
+class _StreamLink:
+    """The link interface of smtp_duo (read_into, write, readable, close) on a stream pair.
+    Until the first bytes arrive after a TLS handshake began, failures are TLS failures:
+    MicroPython's TLS streams shake hands lazily, inside the first reads and writes."""
+
+    def __init__(self, client, reader, writer, sock, tls=False):
+        self.client = client
+        self.reader = reader
+        self.writer = writer
+        self.sock = sock
+        self.handshaking = tls
+
+    async def read_into(self, mv, deadline):
+        try:
+            n = await _within(self._read(mv), deadline)
+        except (OSError, ValueError) as e:  # MicroPython's TLS raises ValueError for certificates
+            raise self._failure(e)
+        self.handshaking = False
+        return n
+
+    async def _read(self, mv):
+        if _MICROPYTHON:
+            # Try first, then wait: a TLS socket sends its ClientHello only when used, and
+            # the server, which speaks first in SMTP, waits for it. None: nothing readable yet.
+            n = self.sock.readinto(mv)
+            while n is None:
+                n = await self.reader.readinto(mv)
+            return n
+        data = await self.reader.read(len(mv))
+        mv[: len(data)] = data
+        return len(data)
+
+    async def write(self, mv, deadline):
+        try:
+            # MicroPython's stream copies what it cannot send at once; CPython's transport may
+            # keep a view of the buffer, which smtp_duo reuses: give it a copy.
+            w = self.writer
+            w.write(mv if _MICROPYTHON else bytes(mv))
+            if w.out_buf if _MICROPYTHON else w.transport.get_write_buffer_size():  # pyright: ignore
+                await _within(w.drain(), deadline)
+            else:  # all taken at once: just let the other tasks run between buffers
+                await asyncio.sleep(0)
+        except (OSError, ValueError) as e:
+            raise self._failure(e)
+
+    def _failure(self, e):
+        if self.handshaking and not smtp_duo._is_timeout(e):
+            return smtp_duo._tls_failure(e, self.client.port)
+        return e
+
+    def readable(self):
+        if _MICROPYTHON:
+            import select
+
+            p = select.poll()
+            p.register(self.sock, select.POLLIN)
+            return bool(p.poll(0))
+        # CPython's transport reads eagerly into the reader: look there.
+        return self.reader.at_eof() or bool(getattr(self.reader, "_buffer", None))
+
+    def close(self):
+        try:
+            if _MICROPYTHON:
+                self.sock.close()  # the stream's own close() leaves the socket to wait_closed()
+            else:
+                self.writer.close()  # completed by the loop: _arun() awaits it before returning
+                self.client._closing.append(self.writer)
+        except OSError:
+            pass
+
+    async def start_tls(self, deadline):
+        # The STARTTLS handshake (and implicit TLS, right after connecting).
+        c = self.client
+        name = c.server_hostname
+        if _MICROPYTHON:
+            try:
+                kw = {"server_hostname": name} if name else {}
+                s = c._tls_ctx.wrap_socket(self.sock, do_handshake_on_connect=False, **kw)
+                s.setblocking(False)
+            except Exception as e:
+                self.close()
+                raise smtp_duo._tls_failure(e, c.port)
+            stream = asyncio.StreamReader(s)  # one Stream object reads and writes
+            return _StreamLink(c, stream, stream, s, True)
+        try:
+            await _within(self.writer.start_tls(c._tls_ctx, server_hostname=name or ""), deadline)
+        except Exception as e:
+            self.close()
+            if smtp_duo._is_timeout(e):
+                raise SMTPTimeoutError("TLS handshake timed out", "TLS")
+            raise smtp_duo._tls_failure(e, c.port)
+        return _StreamLink(c, self.reader, self.writer, self.writer.get_extra_info("socket"))
+
+
+class AsyncSMTPClient(smtp_duo.SMTPClient):
+    """SMTPClient's constructor and behaviour, with `await client.mail_send(...)` and
+    `async with client.session() as s: await s.mail_send(...)`. Mails from several tasks on
+    one client go one after another."""
+
+    def __init__(self, *args, **kw):
+        smtp_duo.SMTPClient.__init__(self, *args, **kw)
+        self._lock = asyncio.Lock()
+        self._closing = []  # CPython stream writers closed, not yet awaited
+
+    async def mail_send(self, recipient_address, priority=PRIORITY_NORMAL, subject="",
+                        mail_body="", cc=(), bcc=(), message_id=None, date=None):
+        """As SMTPClient.mail_send(); other tasks run while the server is awaited."""
+        msg = smtp_duo._Message(self, recipient_address, priority, subject, mail_body, cc, bcc,
+                                message_id, date)
+        async with self._lock:
+            return await self._arun(self._mail(msg))
+
+    def session(self):
+        """Async context manager: one connection for several mail_send() calls."""
+        return _AsyncSession(self)
+
+    async def _arun(self, steps):
+        try:
+            return await self._drive(steps)
+        finally:
+            while self._closing:  # let CPython's loop really close them (no socket left open)
+                try:
+                    await asyncio.wait_for(self._closing.pop().wait_closed(), 1)
+                except Exception:
+                    pass
+
+    async def _drive(self, steps):
+        # smtp_duo.SMTPClient._run() with awaits: performs the I/O the protocol steps yield.
+        value = error = None
+        while True:
+            try:
+                rq = steps.send(value) if error is None else steps.throw(error)
+            except StopIteration as e:
+                return e.value
+            value = error = None
+            try:
+                if rq is None:
+                    value = await self._link.read_into(self._rmv[self._rend :], self._io_deadline)
+                elif type(rq) is not int:
+                    await self._link.write(rq, self._io_deadline)
+                elif rq == smtp_duo._RQ_OPEN:
+                    self._link = await self._aconnect()
+                elif rq == smtp_duo._RQ_TLS:
+                    self._link = await self._link.start_tls(self._deadline())
+                else:
+                    value = self._link.readable()
+            except asyncio.CancelledError:
+                self._close()  # cancelled: no farewell, the task ends now
+                raise
+            except BaseException as e:  # thrown back: the step maps it and cleans up
+                error = e
+
+    async def _aconnect(self):
+        import socket
+
+        err = None
+        for info in self._addresses(socket):
+            addr = info[-1]
+            host, port = (addr[0], addr[1]) if isinstance(addr, tuple) else (self.server_address, self.port)
+            try:
+                reader, writer = await _within(asyncio.open_connection(host, port), self._deadline())
+            except OSError as e:
+                err = e
+                continue
+            sock = getattr(reader, "s", None) if _MICROPYTHON else writer.get_extra_info("socket")
+            smtp_duo._no_delay(socket, sock)
+            link = _StreamLink(self, reader, writer, sock)
+            if self.tls == TLS_IMPLICIT:
+                link = await link.start_tls(self._deadline())
+            return link
+        raise self._connect_error(err)
+
+
+class _AsyncSession:
+    def __init__(self, client):
+        self.client = client
+
+    async def __aenter__(self):
+        c = self.client
+        if c._in_session:
+            raise ValueError("a session is already open on this client")
+        async with c._lock:
+            await c._arun(c._open())
+            c._in_session = True
+        return c
+
+    async def __aexit__(self, *exc):
+        c = self.client
+        async with c._lock:
+            c._in_session = False
+            await c._arun(c._quit())
+        return False

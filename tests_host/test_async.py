@@ -1,0 +1,104 @@
+"""What only the asyncio client (lib/smtp_duo_async.py) can show: the sensor loop keeps running
+while a mail goes out, and a cancelled send stops at once with its socket closed. Everything
+else it shares with the blocking client runs in test_wire.py, test_servers.py and test_tls.py
+(their `runner` includes cpython-async and micropython-async). Both runtimes here too."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import ROOT, run_micropython
+from fakeserver import SILENT
+
+# Run as a script on either runtime: argv port, mode; prints one JSON line.
+JOB = r'''
+import sys
+try:
+    import asyncio
+except ImportError:
+    import uasyncio as asyncio
+import smtp_duo_async
+
+port, mode = int(sys.argv[1]), sys.argv[2]
+ticks = [0]
+done = [False]
+
+
+async def sensor():
+    while not done[0]:
+        ticks[0] += 1
+        await asyncio.sleep_ms(10) if hasattr(asyncio, "sleep_ms") else await asyncio.sleep(0.01)
+
+
+async def send(client):
+    try:
+        return (await client.mail_send("rcpt@example.com", subject="alert", mail_body="x")).code
+    finally:
+        done[0] = True
+
+
+async def main():
+    client = smtp_duo_async.AsyncSMTPClient("127.0.0.1", port, from_address="sensor@example.com", timeout=30)
+    loop = asyncio.create_task(sensor())
+    if mode == "send":
+        code = await send(client)
+        await loop
+        return {"code": code, "ticks": ticks[0]}
+    task = asyncio.create_task(send(client))
+    await asyncio.sleep(0.3)
+    task.cancel()
+    try:
+        await task
+        return {"cancelled": False}
+    except asyncio.CancelledError:
+        await loop
+        return {"cancelled": True, "link": client._link is None}
+
+
+print(__import__("json").dumps(asyncio.run(main())))
+'''
+
+
+@pytest.fixture(params=["cpython", "micropython"])
+def run_job(request, tmp_path):
+    script = tmp_path / "asyncjob.py"
+    script.write_text(JOB)
+
+    def run(*args):
+        if request.param == "cpython":
+            p = subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True,
+                               timeout=60, env={"PYTHONPATH": str(ROOT / "lib")})
+        else:
+            mp = request.getfixturevalue("micropython")
+            p = run_micropython(mp, request.getfixturevalue("mpy_dir"), [str(script), *map(str, args)], timeout=60)
+        assert p.returncode == 0, p.stdout + p.stderr
+        return json.loads(p.stdout.strip().splitlines()[-1])
+
+    return run
+
+
+def slow(reply, seconds=0.2):
+    def answer(conn, line):
+        time.sleep(seconds)
+        return reply
+    return answer
+
+
+def test_sensor_loop_runs_while_the_server_is_awaited(run_job, fake):
+    # Five waits of 0.2 s (greeting, EHLO, MAIL, RCPT+DATA... one by one here: no PIPELINING):
+    # a loop ticking every 10 ms gets dozens of turns; a blocking send would give it none.
+    srv = fake({"greeting": slow(b"220 fake.test ESMTP\r\n"), "EHLO": slow(b"250 fake.test\r\n"),
+                "MAIL": slow(b"250 ok\r\n"), "DATA": slow(b"354 go\r\n"), "DOT": slow(b"250 queued\r\n")})
+    r = run_job(srv.port, "send")
+    assert r["code"] == 250 and len(srv.messages) == 1
+    assert r["ticks"] >= 20, r
+
+
+def test_a_cancelled_send_stops_and_closes_its_socket(run_job, fake):
+    srv = fake({"MAIL": SILENT})  # the server never answers MAIL; the client's timeout is 30 s
+    t0 = time.monotonic()
+    r = run_job(srv.port, "cancel")
+    assert r == {"cancelled": True, "link": True}
+    assert srv.wait_closed(5) and time.monotonic() - t0 < 10
