@@ -64,11 +64,12 @@ _LINE_MAX = const(1024)  # receive buffer = longest reply line accepted, CRLF in
 _REPLY_LINES_MAX = const(100)
 _REPLY_TEXT_MAX = const(2048)  # reply text kept for errors; more lines are read but not kept
 _CMD_MAX = const(512)
-_OUT_SIZE = const(4096)  # output buffer: commands and message bytes on their way out
-_FLUSH_AT = const(3072)  # written out from this fill; one window or token adds at most the rest
-_CHUNK = const(1024)  # body bytes read from a file at a time
-_WINDOW = const(510)  # body bytes encoded at a time (plain: at most twice that, plus a CRLF)
-_QP_WINDOW = const(256)  # quoted-printable: at most about 3.1 times that
+_OUT_SIZE = const(1024)  # output buffer: commands and message bytes on their way out
+_FLUSH_AT = const(512)  # written out from this fill; one window, token or command adds at most the rest
+_CHUNK = const(512)  # body bytes read from a file at a time
+_WINDOW = const(255)  # body bytes encoded at a time (plain: at most twice that, plus a CRLF)
+_QP_WINDOW = const(128)  # quoted-printable: at most about 3.1 times that
+_STATS_WINDOW = const(128)  # the scan before sending: small copies, so the heap stays unfragmented
 _TEXT_LINE_MAX = const(998)
 _QUIT_TIMEOUT = const(5)
 
@@ -1819,7 +1820,7 @@ class _Body:
         self.stats = None
         if self.kind != "iter" and not (self.kind == "file" and self.start is None):
             self.stats = _Stats()
-            self.stream(self.stats)
+            self.stream(self.stats, _STATS_WINDOW)
 
     def feed(self, sink, size, out=None):
         """Encode the body through `sink`, `size` bytes at a time, then end it. With `out`, a
@@ -1831,8 +1832,8 @@ class _Body:
                 yield from out.flush()
         sink.end()
 
-    def stream(self, sink):
-        for _ in self.feed(sink, _WINDOW):
+    def stream(self, sink, size=_WINDOW):
+        for _ in self.feed(sink, size):
             pass
 
     def _windows(self, size):

@@ -9,7 +9,7 @@ import random
 import sys
 
 import smtp_duo
-from memserver import MemClient, MemServer, async_client
+from memserver import MemClient, MemServer
 
 
 class Collect:
@@ -381,6 +381,8 @@ class Blocking:
 class Async(Blocking):
     # ... and the asyncio one (smtp_duo_async), on the same in-memory server.
     def client(self, srv, **kw):
+        from memserver import async_client
+
         return async_client(srv, **kw)
 
     def send(self, c, *mail):
