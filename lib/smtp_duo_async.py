@@ -97,7 +97,7 @@ class _StreamLink:
             # keep a view of the buffer, which smtp_duo reuses: give it a copy.
             w = self.writer
             w.write(mv if _MICROPYTHON else bytes(mv))
-            if w.out_buf if _MICROPYTHON else w.transport.get_write_buffer_size():  # pyright: ignore
+            if w.out_buf if _MICROPYTHON else w.transport.get_write_buffer_size():
                 await _within(w.drain(), deadline)
             else:  # all taken at once: just let the other tasks run between buffers
                 await asyncio.sleep(0)
