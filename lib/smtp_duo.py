@@ -11,6 +11,7 @@ except ImportError:  # CPython
 
 
 import binascii
+import gc
 import sys
 
 __version__ = "0.2.0"
@@ -64,12 +65,13 @@ _LINE_MAX = const(1024)  # receive buffer = longest reply line accepted, CRLF in
 _REPLY_LINES_MAX = const(100)
 _REPLY_TEXT_MAX = const(2048)  # reply text kept for errors; more lines are read but not kept
 _CMD_MAX = const(512)
-_OUT_SIZE = const(1024)  # output buffer: commands and message bytes on their way out
-_FLUSH_AT = const(512)  # written out from this fill; one window, token or command adds at most the rest
-_CHUNK = const(512)  # body bytes read from a file at a time
-_WINDOW = const(255)  # body bytes encoded at a time (plain: at most twice that, plus a CRLF)
-_QP_WINDOW = const(128)  # quoted-printable: at most about 3.1 times that
-_STATS_WINDOW = const(128)  # the scan before sending: small copies, so the heap stays unfragmented
+# The output buffer (buffer_size=, default from the heap's size: see _default_buffer_size) sets
+# the rest: it is written out once half full, and one window, token or command adds at most the
+# other half; files are read half a buffer at a time; plain windows grow at most to twice their
+# size plus a CRLF, quoted-printable ones to about 3.1 times.
+_SMALL_BUFFER = const(1024)  # a board's heap of 100-300 KB: no free block over 1 KiB needed
+_LARGE_BUFFER = const(8192)  # a host, or a board with PSRAM: an eighth of the writes
+_LARGE_HEAP = const(393216)  # from 384 KiB of GC heap up the large buffer is a small share
 _TEXT_LINE_MAX = const(998)
 _QUIT_TIMEOUT = const(5)
 
@@ -664,6 +666,16 @@ def xoauth2_string(username, token):
     return b"user=" + username + b"\x01auth=Bearer " + token + b"\x01\x01"
 
 
+def _default_buffer_size():
+    # Small on a board's heap, where a fragmented heap may have no larger free block; large
+    # where the heap is big enough that 12 KiB of buffers are a small share of it.
+    try:
+        heap = gc.mem_free() + gc.mem_alloc()
+    except AttributeError:  # CPython: no fixed heap
+        return _LARGE_BUFFER
+    return _LARGE_BUFFER if heap >= _LARGE_HEAP else _SMALL_BUFFER
+
+
 def _bytes(v):
     return v.encode() if isinstance(v, str) else bytes(v)
 
@@ -675,7 +687,8 @@ def _bytes(v):
 class SMTPClient:
     """SMTPClient(server_address, port=None, username=None, password=None, from_address=None,
     client_domain=None, authentication_type=AUTH_AUTO, timeout=30, tls=TLS_NONE,
-    allow_insecure_auth=False, cadata=None, ssl_context=None, server_hostname=None, debug=None).
+    allow_insecure_auth=False, cadata=None, ssl_context=None, server_hostname=None, debug=None,
+    buffer_size=None).
     All arguments may be given as keywords; see README."""
 
     def __init__(
@@ -694,6 +707,7 @@ class SMTPClient:
         ssl_context=None,
         server_hostname=None,
         debug=None,
+        buffer_size=None,
     ):
         _check_text(server_address, "server_address")
         server_address = server_address.strip()
@@ -762,6 +776,10 @@ class SMTPClient:
             )
         if debug is not None and not callable(debug):
             raise ValueError("debug must be a callable(direction, line)")
+        if buffer_size is None:
+            buffer_size = _default_buffer_size()
+        elif type(buffer_size) is not int or not _SMALL_BUFFER <= buffer_size <= 65536:
+            raise ValueError("buffer_size must be an int from 1024 to 65536 octets")
 
         self.server_address = server_address
         self.port = port
@@ -778,8 +796,8 @@ class SMTPClient:
 
         self._rbuf = bytearray(_LINE_MAX)
         self._rmv = memoryview(self._rbuf)
-        self._obuf = bytearray(_OUT_SIZE)
-        self._cbuf = bytearray(_CHUNK)
+        self._obuf = bytearray(buffer_size)
+        self._cbuf = bytearray(buffer_size // 2)
         self._link = None
         self._io_deadline = 0
         self._in_session = False
@@ -1643,7 +1661,7 @@ class _Message:
             for _ in self.write_headers(counter):
                 pass
             if self.cte == b"quoted-printable":
-                self.body.stream(_QP(counter))
+                self.body.stream(_QP(counter), len(client._obuf) // 8)
             else:
                 counter.n += st.size
             self.size = counter.n
@@ -1679,9 +1697,9 @@ class _Message:
         """The message into `out`: a generator of write requests for the driver."""
         yield from self.write_headers(out)
         if self.cte == b"quoted-printable":
-            yield from self.body.feed(_QP(out), _QP_WINDOW, out)
+            yield from self.body.feed(_QP(out), len(out.buf) // 8, out)
         else:
-            yield from self.body.feed(_Plain(out), _WINDOW, out)
+            yield from self.body.feed(_Plain(out), len(out.buf) // 4 - 1, out)
         yield from out.terminate()
 
 
@@ -1717,66 +1735,98 @@ def _header(out, name, tokens):
 # -- body sources --------------------------------------------------------------------------------
 
 
-try:  # the top bit of 128 octets: one C-level AND per 128 octets finds 8-bit text
-    _HIGH_BITS = int.from_bytes(b"\x80" * 128, "big")
-except OverflowError:  # a port without big integers
-    _HIGH_BITS = 0
+def _utf8_checked():
+    # Does str() reject malformed UTF-8 here (CPython, and MicroPython's usual ports)?
+    try:
+        return len(str(b"\xc3a", "utf-8")) < 0
+    except (UnicodeError, ValueError):
+        return True
 
 
-def _has_8bit(w):
-    # Any octet >= 0x80? Big-integer ANDs or isascii(), not a Python-level pass over each.
-    if hasattr(w, "isascii"):  # CPython
-        return not w.isascii()
-    if not _HIGH_BITS:
-        return max(w) >= 0x80
-    mv = memoryview(w)
-    for i in range(0, len(w), 128):
-        if int.from_bytes(mv[i : i + 128], "big") & _HIGH_BITS:
+_UTF8_CHECKED = _utf8_checked()
+
+
+def _has_8bit(data, i, j):
+    # Any octet >= 0x80 in data[i:j]? One C-level pass, never a Python loop over each octet.
+    if hasattr(data, "isascii"):  # CPython
+        return not data[i:j].isascii()
+    if _UTF8_CHECKED:  # as text, octets >= 0x80 are either malformed or fewer characters
+        try:
+            return len(str(memoryview(data)[i:j], "utf-8")) != j - i
+        except (UnicodeError, ValueError):
             return True
-    return False
+    return max(memoryview(data)[i:j]) >= 0x80
 
 
 class _Stats:
-    # What a pass over known content found: decides 7bit / 8bit / quoted-printable and SIZE.
-    # `longest` (the longest wire line, a stuffed dot included) is exact whenever it matters,
-    # that is above _TEXT_LINE_MAX - 1; shorter lines inside one window are not measured.
+    # What a pass over content that can be read twice finds: decides 7bit / 8bit / quoted-
+    # printable and the size (SIZE, BDAT). It looks at the raw windows with C-level count and
+    # find over index ranges, never copying one, and reckons what the normaliser will make of
+    # them. `longest` (the longest wire line, a stuffed dot included) is exact whenever it
+    # matters, that is above _TEXT_LINE_MAX - 1; shorter lines are not all measured.
     def __init__(self):
         self.size = 0
         self.longest = 0
         self.eight_bit = False
         self.nul = False
-        self.line = 0  # octets of the current line so far
+        self.line = 0  # wire octets of the current line so far
+        self.cr = False  # the last window ended with CR: a leading LF belongs to it
 
     def _ended(self, n):
         if n > self.longest:
             self.longest = n
 
-    def text(self, w):
-        n = len(w)
-        if not n:
+    def scan(self, data, i, j):
+        if self.cr and i < j and data[i] == 0x0A:
+            i += 1  # the LF of a CRLF split between windows: sent already
+        self.cr = False
+        if i >= j:
             return
-        self.size += n
-        if not self.eight_bit and _has_8bit(w):
+        if not self.eight_bit and _has_8bit(data, i, j):
             self.eight_bit = True
-        if not self.nul and w.find(b"\0") >= 0:
+        if not self.nul and data.find(b"\0", i, j) >= 0:
             self.nul = True
-        line = self.line
-        if line == 0 and w[0] == 0x2E:
-            line = 1  # the stuffed dot counts towards the wire line length
-        first = w.find(b"\r\n")
-        if first < 0:
-            self.line = line + n
+        cr = data.count(b"\r", i, j)
+        lf = data.count(b"\n", i, j)
+        pairs = data.count(b"\r\n", i, j) if cr and lf else 0
+        self.size += j - i + cr + lf - 2 * pairs  # a lone CR or LF becomes CRLF
+        if not (cr or lf):
+            self.line = self._start(data, i, j) + j - i
             return
-        self._ended(line + first)
-        last = w.rfind(b"\r\n")
-        if last - first - 2 > _TEXT_LINE_MAX - 1:  # a line in between may be too long
-            i = first + 2
-            while i < last:
-                e = w.find(b"\r\n", i)
-                self._ended(e - i + (1 if e > i and w[i] == 0x2E else 0))
-                i = e + 2
-        i = last + 2
-        self.line = n - i + (1 if n > i and w[i] == 0x2E else 0)
+        first = self._break(data, i, j, cr)
+        self._ended(self._start(data, i, j) + first - i)
+        last = max(data.rfind(b"\n", i, j), data.rfind(b"\r", i, j) if cr else -1)
+        if last - first > _TEXT_LINE_MAX - 1 and self._gap(data, first + 1, last, cr):
+            p = first + 1
+            while p < last:
+                e = self._break(data, p, last + 1, cr)
+                self._ended(self._dot(data, p, e) + e - p)
+                p = e + 1
+        self.line = self._dot(data, last + 1, j) + j - last - 1
+        self.cr = data[j - 1] == 0x0D
+
+    def _break(self, data, i, j, cr):
+        e = data.find(b"\n", i, j)
+        if cr:
+            r = data.find(b"\r", i, j if e < 0 else e)
+            if r >= 0:
+                return r
+        return e
+
+    def _gap(self, data, i, j, cr):
+        # Is there a run of 997 or more octets without a line end in data[i:j]? Such a run
+        # holds a whole aligned block of 499, so one find per block answers, cheaply when lines
+        # are short (each find stops at the first line end).
+        for k in range(i, j - 498, 499):  # whole blocks only
+            if self._break(data, k, k + 499, cr) < 0:
+                return True
+        return False
+
+    def _start(self, data, i, j):
+        return self.line if self.line else self._dot(data, i, j)
+
+    def _dot(self, data, i, j):
+        return 1 if i < j and data[i] == 0x2E else 0  # a stuffed dot counts towards the line
 
     def end(self):
         if self.line:  # RFC 5321 4.1.1.4: a missing final CRLF is added
@@ -1819,8 +1869,10 @@ class _Body:
             self.kind = "iter"
         self.stats = None
         if self.kind != "iter" and not (self.kind == "file" and self.start is None):
-            self.stats = _Stats()
-            self.stream(self.stats, _STATS_WINDOW)
+            st = self.stats = _Stats()
+            for data, i, j in self._windows(len(buf)):
+                st.scan(data, i, j)
+            st.end()
 
     def feed(self, sink, size, out=None):
         """Encode the body through `sink`, `size` bytes at a time, then end it. With `out`, a
@@ -1832,7 +1884,7 @@ class _Body:
                 yield from out.flush()
         sink.end()
 
-    def stream(self, sink, size=_WINDOW):
+    def stream(self, sink, size):
         for _ in self.feed(sink, size):
             pass
 
@@ -1857,7 +1909,7 @@ class _Body:
                     yield from self._split(buf, n, size)
             else:
                 while True:
-                    c = src.read(_CHUNK)  # pyright: ignore[reportAttributeAccessIssue]
+                    c = src.read(len(buf))  # pyright: ignore[reportAttributeAccessIssue]
                     if not c:
                         break
                     if isinstance(c, str):
@@ -2041,13 +2093,14 @@ class _Count:
 
 class _Out:
     """The client's fixed output buffer: commands and message bytes collect here and go out
-    a flight at a time. The writers check full() after each window or token, and each adds
-    at most _OUT_SIZE - _FLUSH_AT, so the buffer never overflows."""
+    a flight at a time, once it is half full (full()). The writers check after each window,
+    token or command, and each adds at most the other half, so the buffer never overflows."""
 
     def __init__(self, client):
         self.client = client
         self.buf = client._obuf
         self.mv = memoryview(self.buf)
+        self.half = len(self.buf) // 2
         self.n = 0
         self.total = 0
         self.dots = True  # DATA: dot-stuffing and the CRLF.CRLF terminator
@@ -2057,19 +2110,19 @@ class _Out:
     def put(self, data):
         n = self.n
         k = len(data)
-        if n + k > _OUT_SIZE:
+        if n + k > len(self.buf):
             raise SMTPError("output buffer overflow (%d + %d octets)" % (n, k), INTERNAL_ERROR)
         self.buf[n : n + k] = data
         self.n = n + k
 
     def put1(self, c):
-        if self.n == _OUT_SIZE:
+        if self.n == len(self.buf):
             raise SMTPError("output buffer overflow", INTERNAL_ERROR)
         self.buf[self.n] = c
         self.n += 1
 
     def full(self):
-        return self.n >= _FLUSH_AT
+        return self.n >= self.half
 
     def chunk(self, size):
         # RFC 3030: exactly `size` octets follow the BDAT command; nothing is stuffed.

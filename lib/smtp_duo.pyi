@@ -152,6 +152,8 @@ class SMTPClient:
         server_hostname: str | None = None,
         # debug(direction, line): ">" sent, "<" received, "*" a note.
         debug: Callable[[str, str], object] | None = None,
+        # Output buffer octets (1024..65536); None: 1024 on a heap under 384 KiB, else 8192.
+        buffer_size: int | None = None,
     ) -> None: ...
     def has_extension(self, name: str | bytes) -> bool: ...
     @property

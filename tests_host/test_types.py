@@ -297,7 +297,7 @@ def test_smtpclient_signature_matches_the_module():
     assert [n for n, _, _ in runtime] == [
         "server_address", "port", "username", "password", "from_address", "client_domain",
         "authentication_type", "timeout", "tls", "allow_insecure_auth", "cadata", "ssl_context",
-        "server_hostname", "debug"]
+        "server_hostname", "debug", "buffer_size"]
 
 
 def test_stub_functions_match_the_module():

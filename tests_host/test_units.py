@@ -15,7 +15,7 @@ from test_portable import Collect, normalise, unstuff
 
 def wire(chunks, sink=smtp_duo._Plain):
     out = Collect()
-    smtp_duo._Body(list(chunks), bytearray(16)).stream(sink(out))
+    smtp_duo._Body(list(chunks), bytearray(16)).stream(sink(out), 5)
     return out.value()
 
 

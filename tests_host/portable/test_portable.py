@@ -5,6 +5,7 @@
 
 import binascii
 import errno
+import gc
 import random
 import sys
 
@@ -54,7 +55,7 @@ def stuffed(m):
 def wire(chunks, sink_class=None):
     out = Collect()
     body = smtp_duo._Body(chunks, bytearray(16))
-    body.stream((sink_class or smtp_duo._Plain)(out))
+    body.stream((sink_class or smtp_duo._Plain)(out), 255)
     return out.value()
 
 
@@ -139,14 +140,48 @@ def test_normalise_random_property():
 
 
 def test_stats_find_longest_wire_line_and_eight_bit():
-    st = smtp_duo._Stats()
-    smtp_duo._Body([b"ab\r", b"\nc" + b"d" * 997, b"\n.", b"x" * 997], bytearray(16)).stream(st)
+    st = smtp_duo._Body([b"ab\r", b"\nc" + b"d" * 997, b"\n.", b"x" * 997], bytearray(16)).stats
     check(st.longest == 999, st.longest)  # the stuffed dot counts: ".xxx" is 999 on the wire
     check(not st.eight_bit and not st.nul)
     check(st.size == len(normalise(b"ab\r\nc" + b"d" * 997 + b"\n." + b"x" * 997)))
-    st = smtp_duo._Stats()
-    smtp_duo._Body(["é\x00"], bytearray(16)).stream(st)
+    st = smtp_duo._Body(["\u00e9\x00"], bytearray(16)).stats
     check(st.eight_bit and st.nul)
+
+
+def wire_lines(m):
+    # The longest line of m on the wire (normalised, a stuffed dot counted) and its size.
+    w = normalise(m)
+    lines = w.split(b"\r\n")[:-1]
+    return max([len(x) + (x[:1] == b".") for x in lines] + [0]), len(w)
+
+
+def test_stats_match_the_normalised_body_at_every_split():
+    # The scan reckons from raw windows what the normaliser will send: random line ends (CR,
+    # LF, CRLF, split between windows), dots, runs around the 998-octet limit, 8-bit and NUL.
+    rnd = rng(7)
+    for case in range(200):
+        parts = []
+        gc.collect()  # a board's heap: room for the next body and its normalised copy
+        for _ in range(rnd.getrandbits(2) + 1):
+            k = rnd.getrandbits(2)
+            n = (rnd.getrandbits(3), 990 + rnd.getrandbits(6), 1100 + rnd.getrandbits(8), 60)[k]
+            parts.append(b"." * (rnd.getrandbits(2) == 0) + b"x" * n)
+            parts.append(rand_bytes(rnd, 1 + rnd.getrandbits(1), b"\r\n"))
+        m = b"".join(parts)
+        if case % 5 == 0:
+            m += rand_bytes(rnd, 3, b"\x80\x00a")
+        cuts = [rnd.getrandbits(12) % (len(m) + 1) for _ in range(rnd.getrandbits(2))]
+        cuts = sorted(cuts)
+        chunks = [m[a:b] for a, b in zip([0] + cuts, cuts + [len(m)])]
+        st = smtp_duo._Body(chunks, bytearray(8 + rnd.getrandbits((4, 8, 12)[rnd.getrandbits(2) % 3]))).stats
+        longest, size = wire_lines(m)
+        check(st.size == size, (case, st.size, size))
+        check(st.longest == longest if longest > 997 else st.longest <= 997, (case, st.longest, longest))
+        check(st.eight_bit == (max(m + b"\0") >= 0x80), case)
+        check(st.nul == (m.find(b"\0") >= 0), case)
+    for pad in range(0, 520, 3):  # a 998-octet line between two others, at every offset
+        m = b"a\n" + b"y" * pad + b"\n" + b"x" * 998 + b"\nb\n"
+        check(smtp_duo._Body(m, bytearray(4096)).stats.longest == 998, pad)
 
 
 # -- quoted-printable -----------------------------------------------------------------------------
@@ -231,6 +266,24 @@ def test_header_folding_keeps_lines_short_and_content_exact():
 def test_date_header_and_unset_clock():
     check(smtp_duo.date_header((2026, 11, 21, 23, 5, 9, 5, 325)) == "Sat, 21 Nov 2026 23:05:09 +0000")
     check(smtp_duo.date_header((2000, 1, 1, 0, 0, 0, 5, 1)) is None)  # board booted without NTP
+
+
+def test_buffer_size_follows_the_heap_unless_given():
+    c = smtp_duo.SMTPClient("h.example", from_address="a@b.example")
+    try:
+        big = gc.mem_free() + gc.mem_alloc() >= 384 * 1024
+    except AttributeError:  # CPython: no fixed heap
+        big = True
+    check(len(c._obuf) == (8192 if big else 1024), len(c._obuf))
+    check(len(c._cbuf) == len(c._obuf) // 2)
+    c = smtp_duo.SMTPClient("h.example", from_address="a@b.example", buffer_size=3000)
+    check((len(c._obuf), len(c._cbuf)) == (3000, 1500))
+    for bad in (1023, 65537, "4096", 4096.0, True):
+        try:
+            smtp_duo.SMTPClient("h.example", from_address="a@b.example", buffer_size=bad)
+            check(False, bad)
+        except ValueError:
+            pass
 
 
 def test_addresses_accepted_and_refused():
