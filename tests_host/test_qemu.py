@@ -1,4 +1,4 @@
-"""smtp_duo on an emulated board: MicroPython 1.25's qemu port (mps2-an385, Cortex-M3, 140 KB
+"""smtp_duo on an emulated board: MicroPython 1.25's qemu port (mps2-an385, Cortex-M3, 192 KB
 heap) with smtp_duo frozen in (.deps/firmware/qemu/firmware.elf, from tools/build_firmware.sh
 qemu), driven through mpremote like a board on USB (see qemu_board.py).
 
@@ -476,7 +476,7 @@ gc.collect()
 
 def test_deploy_copies_to_lib_and_imports_there(board, tmp_path):
     # The .py form first, while the board's heap is fresh: its 70 KB source lies in the same
-    # 140 KB heap (a real board keeps it in flash), so it may copy but not compile here.
+    # 192 KB heap (a real board keeps it in flash), so it may copy but not compile here.
     board.mount_ramfs()  # the board has no filesystem: one in its RAM, until the next soft reset
     p = run_deploy(board, "--no-soft-reset", "--py")
     assert "created /lib" in p.stdout
