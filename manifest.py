@@ -4,8 +4,10 @@
 #     include("<checkout>/manifest.py")            # smtp_duo only
 #     include("<checkout>/manifest.py", md5=True)  # smtp_duo plus smtp_duo_md5
 #     include("<checkout>/manifest.py", aio=True)  # smtp_duo plus smtp_duo_async
-# where <checkout> is the absolute path of this repository (or one relative to the board
-# manifest). board/README.md shows complete board manifests for ESP32_GENERIC and RPI_PICO_W.
+#     include("<checkout>/manifest.py", mime=True) # smtp_duo plus smtp_duo_mime
+# (options combine: aio=True, mime=True freezes both), where <checkout> is the absolute path of
+# this repository (or one relative to the board manifest). board/README.md shows complete board
+# manifests for ESP32_GENERIC and RPI_PICO_W.
 #
 # md5=True also freezes smtp_duo_md5, a pure-Python MD5. smtp_duo imports it only for
 # AUTH CRAM-MD5, and only when hashlib has no md5 (Pico W firmware before 1.27), so most
@@ -17,7 +19,7 @@ metadata(
     license="MIT",
 )
 
-options.defaults(md5=False, aio=False)
+options.defaults(md5=False, aio=False, mime=False)
 
 # base_path="lib" makes the frozen name "smtp_duo", so `import smtp_duo` finds it.
 module("smtp_duo.py", base_path="lib")
@@ -28,3 +30,8 @@ if options.md5:
 # aio=True also freezes smtp_duo_async, the asyncio client (it needs the firmware's asyncio).
 if options.aio:
     module("smtp_duo_async.py", base_path="lib")
+
+# mime=True also freezes smtp_duo_mime: attachments, an HTML part and extra headers (mail_send's
+# attachments=, html= and headers=). smtp_duo imports it only for a mail that uses them.
+if options.mime:
+    module("smtp_duo_mime.py", base_path="lib")

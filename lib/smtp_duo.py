@@ -837,16 +837,21 @@ class SMTPClient:
         return _Session(self)
 
     def mail_send(self, recipient_address, priority=PRIORITY_NORMAL, subject="", mail_body="",
-                  cc=(), bcc=(), message_id=None, date=None):
+                  cc=(), bcc=(), message_id=None, date=None, html=None, attachments=(),
+                  headers=None):
         """Send one mail. Returns the server's final Reply; raises SMTPError on failure.
         Invalid arguments raise ValueError before anything is sent. message_id ("<x@y>") and
-        date (an RFC 5322 date) replace the generated ones: a retried mail keeps both."""
-        msg = _Message(self, recipient_address, priority, subject, mail_body, cc, bcc, message_id, date)
+        date (an RFC 5322 date) replace the generated ones: a retried mail keeps both. html,
+        attachments ((filename, source, content_type) each) and headers ({name: value}) need
+        the smtp_duo_mime module."""
+        msg = _Message(self, recipient_address, priority, subject, mail_body, cc, bcc, message_id,
+                       date, html, attachments, headers)
         return self._run(self._mail(msg))
 
-    def check_mail(self, recipient_address, priority=PRIORITY_NORMAL, subject="", cc=(), bcc=()):
+    def check_mail(self, recipient_address, priority=PRIORITY_NORMAL, subject="", cc=(), bcc=(),
+                   headers=None):
         """Check a mail's arguments as mail_send() does, sending nothing: ValueError if bad."""
-        _Message(self, recipient_address, priority, subject, "", cc, bcc)
+        _Message(self, recipient_address, priority, subject, "", cc, bcc, headers=headers)
 
     def new_message_id(self):
         """A fresh Message-ID on this client's domain (client_domain, else from_address's)."""
@@ -1596,7 +1601,8 @@ def _mailbox_tokens(name, addr):
 class _Message:
     """A validated mail ready to stream. Holds no copy of the body."""
 
-    def __init__(self, client, to, priority, subject, body, cc, bcc, message_id=None, date=None):
+    def __init__(self, client, to, priority, subject, body, cc, bcc, message_id=None, date=None,
+                 html=None, attachments=(), headers=None):
         if priority not in _PRIORITY_HEADERS:
             raise ValueError("priority must be PRIORITY_LOW, PRIORITY_NORMAL or PRIORITY_HIGH")
         self.priority = priority
@@ -1631,10 +1637,22 @@ class _Message:
             if len(date) > 80:
                 raise ValueError("date is too long for an RFC 5322 date: %r" % date)
         self.date = date if date is not None else date_header()
-        self.body = _Body(body, client._cbuf)
+        self.text = _Text(body, b"plain", client._cbuf)
+        self.extra = []  # headers=: (name, tokens) pairs
+        self.top = self.text  # the entity the header's Content-Type describes
+        self.texts = [self.text]
+        if headers or html is not None or attachments:
+            try:
+                import smtp_duo_mime
+            except ImportError:
+                raise ImportError("html=, attachments= and headers= need smtp_duo_mime.py beside "
+                                  "smtp_duo (freeze it with mime=True, or mip-install it)")
+            if headers:
+                self.extra = smtp_duo_mime.extra_headers(headers)
+            if html is not None or attachments:
+                self.top, self.texts = smtp_duo_mime.compose(self.text, html, attachments, client._cbuf)
         self.size = None
         self.eight_bit = False
-        self.cte = None  # decided by negotiate(), once the server's EHLO is known
         self.answered = False  # the server replied (not 421) to a command of this mail
 
     def negotiate(self, client):
@@ -1644,27 +1662,21 @@ class _Message:
                 "a non-ASCII address needs the server's SMTPUTF8 extension, which it does not offer",
                 INVALID_PARAM, None, "MAIL",
             )
-        st = self.body.stats
         ext8 = bool(client._ext & _X_8BITMIME)
-        self.cte = None
-        if st is not None and not st.nul and st.longest <= _TEXT_LINE_MAX:
-            if not st.eight_bit:
-                self.cte = b"7bit"
-            elif ext8:
-                self.cte = b"8bit"
-        if self.cte is None:
-            self.cte = b"quoted-printable"
-        self.eight_bit = ext8 and (self.cte == b"8bit" or self.utf8)
-        self.size = None
-        if st is not None:
-            counter = _Count()
-            for _ in self.write_headers(counter):
+        eight = self.utf8
+        for t in self.texts:
+            if t.negotiate(ext8):
+                eight = True
+        self.eight_bit = ext8 and eight
+        counter = _Count()
+        counter.window = len(client._obuf) // 8
+        try:
+            for _ in self.write(counter):
                 pass
-            if self.cte == b"quoted-printable":
-                self.body.stream(_QP(counter), len(client._obuf) // 8)
-            else:
-                counter.n += st.size
             self.size = counter.n
+        except _Unknown:  # a one-shot stream: sent with DATA, no SIZE= declared
+            self.size = None
+        if self.size is not None:
             limit = client._size_limit
             if limit and self.size > limit:
                 raise SMTPError(
@@ -1685,22 +1697,65 @@ class _Message:
             yield from _address_header(out, b"Cc", self.cc)
         yield from _header(out, b"Subject", self.subject)
         yield from _header(out, b"Message-ID", [self.message_id.encode()])
+        for name, tokens in self.extra:
+            yield from _header(out, name, tokens)
         yield from _header(out, b"MIME-Version", [b"1.0"])
-        yield from _header(out, b"Content-Type", [b"text/plain;", b"charset=utf-8"])
-        yield from _header(out, b"Content-Transfer-Encoding", [self.cte])
+        yield from self.top.head(out)
         xp, imp = _PRIORITY_HEADERS[self.priority]
         yield from _header(out, b"X-Priority", [xp])
         yield from _header(out, b"Importance", [imp])
         out.put(b"\r\n")
 
     def write(self, out):
-        """The message into `out`: a generator of write requests for the driver."""
+        """The message into `out`: a generator of write requests for the driver. Into a
+        _Count it only counts, and raises _Unknown if a part's size cannot be known."""
         yield from self.write_headers(out)
-        if self.cte == b"quoted-printable":
-            yield from self.body.feed(_QP(out), len(out.buf) // 8, out)
+        yield from self.top.write(out)
+        yield from out.terminate()
+
+
+class _Unknown(Exception):
+    pass
+
+
+class _Text:
+    """A text part (the plain body, or the HTML one): sent 7bit when it can, 8bit when it has
+    8-bit octets and the server offers 8BITMIME, quoted-printable otherwise (and for a one-shot
+    stream, lines over 998 octets or a NUL)."""
+
+    def __init__(self, body, subtype, buf):
+        self.body = _Body(body, buf)
+        self.subtype = subtype
+        self.cte = None
+
+    def negotiate(self, ext8):
+        # Returns True when the part goes as 8bit (the mail then needs BODY=8BITMIME).
+        st = self.body.stats
+        self.cte = b"quoted-printable"
+        if st is not None and not st.nul and st.longest <= _TEXT_LINE_MAX:
+            if not st.eight_bit:
+                self.cte = b"7bit"
+            elif ext8:
+                self.cte = b"8bit"
+        return self.cte == b"8bit"
+
+    def head(self, out):
+        yield from _header(out, b"Content-Type", [b"text/" + self.subtype + b";", b"charset=utf-8"])
+        yield from _header(out, b"Content-Transfer-Encoding", [self.cte])
+
+    def write(self, out):
+        qp = self.cte == b"quoted-printable"
+        if out.counting:  # from the scan: no second pass over the source
+            st = self.body.stats
+            if st is None:
+                raise _Unknown
+            if not qp:
+                out.n += st.size
+                return
+        if qp:
+            yield from self.body.feed(_QP(out), out.window, out)
         else:
             yield from self.body.feed(_Plain(out), len(out.buf) // 4 - 1, out)
-        yield from out.terminate()
 
 
 def _address_header(out, name, mailboxes):
@@ -1718,17 +1773,15 @@ def _header(out, name, tokens):
     out.put(name)
     out.put(b":")
     col = len(name) + 1
-    first = True
     for t in tokens:
         if out.full():
             yield from out.flush()
-        if not first and t and col + 1 + len(t) > 76:
+        if t and col + 1 + len(t) > 76:  # also right after the colon (RFC 5322 allows it)
             out.put(b"\r\n")
             col = 0
         out.put(b" ")
         out.put(t)
         col += 1 + len(t)
-        first = False
     out.put(b"\r\n")
 
 
@@ -2077,9 +2130,14 @@ class _QP:
 class _Count:
     # Counts what _Out would send, without the stuffed dots (RFC 1870 SIZE, RFC 3030 BDAT).
     dots = False
+    counting = True
+    window = 128  # quoted-printable window while counting
 
     def __init__(self):
         self.n = 0
+
+    def terminate(self):
+        return ()
 
     def put(self, data):
         self.n += len(data)
@@ -2096,6 +2154,8 @@ class _Out:
     a flight at a time, once it is half full (full()). The writers check after each window,
     token or command, and each adds at most the other half, so the buffer never overflows."""
 
+    counting = False
+
     def __init__(self, client):
         self.client = client
         self.buf = client._obuf
@@ -2103,6 +2163,7 @@ class _Out:
         self.half = len(self.buf) // 2
         self.n = 0
         self.total = 0
+        self.window = len(self.buf) // 8  # quoted-printable: at most about 3.1 times that
         self.dots = True  # DATA: dot-stuffing and the CRLF.CRLF terminator
         self.left = None  # BDAT: message octets still owed to the chunk size announced
         self.mark = 0  # where the message starts in the buffer (commands before it)

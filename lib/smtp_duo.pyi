@@ -3,7 +3,9 @@
 # your project, or point your editor's stub path at this folder). tests_host/test_types.py keeps
 # it in step with smtp_duo.py.
 
-from typing import Any, Callable, Final, Generator, Iterable, Iterator, Literal, Protocol, Sequence
+from typing import (
+    Any, Callable, Final, Generator, Iterable, Iterator, Literal, Mapping, Protocol, Sequence,
+)
 
 __version__: Final[str]
 
@@ -109,10 +111,20 @@ class _ReadInto(Protocol):
 class _Read(Protocol):
     def read(self, size: int, /) -> str | bytes: ...
 
+class _ReadBytes(Protocol):
+    def read(self, size: int, /) -> bytes: ...
+
 # Addresses: "a@b.c", "<a@b.c>" or "Name <a@b.c>"; one or a list/tuple of them.
 _Addresses = str | list[str] | tuple[str, ...]
 # A body: text or bytes, a file (readinto() or read()), or chunks (a list, tuple or generator).
 _MailBody = str | bytes | bytearray | memoryview | _ReadInto | _Read | Iterable[str | bytes | bytearray]
+# An attachment (smtp_duo_mime): (filename, source) or (filename, source, content_type), the
+# source in RAM or an open binary file (streamed); content_type None: application/octet-stream.
+_AttachmentSource = bytes | bytearray | memoryview | _ReadInto | _ReadBytes
+_Attachment = tuple[str, _AttachmentSource] | tuple[str, _AttachmentSource, str | None]
+# Extra headers (smtp_duo_mime): {name: value} or (name, value) pairs; Reply-To and Sender take
+# addresses, the others text.
+_Headers = Mapping[str, _Addresses] | Sequence[tuple[str, _Addresses]]
 
 class _Session:
     def __enter__(self) -> SMTPClient: ...
@@ -169,6 +181,12 @@ class SMTPClient:
         bcc: _Addresses = (),
         message_id: str | None = None,
         date: str | None = None,
+        # html, attachments and headers need the smtp_duo_mime module (ImportError without it).
+        # An HTML alternative to mail_body (multipart/alternative).
+        html: _MailBody | None = None,
+        # Files after the text (multipart/mixed), sent base64.
+        attachments: Sequence[_Attachment] = (),
+        headers: _Headers | None = None,
     ) -> Reply: ...
     def check_mail(
         self,
@@ -177,6 +195,7 @@ class SMTPClient:
         subject: str = "",
         cc: _Addresses = (),
         bcc: _Addresses = (),
+        headers: _Headers | None = None,
     ) -> None: ...
     def new_message_id(self) -> str: ...
     # Internals smtp_duo_async drives; not API.
@@ -202,7 +221,8 @@ def cram_md5_response(username: bytes, secret: bytes, challenge: bytes) -> bytes
 def xoauth2_string(username: bytes, token: bytes) -> bytes: ...
 def make_message_id(domain: str) -> str: ...
 
-# -- internals shared with the sibling modules (smtp_duo_outbox, smtp_duo_async); not API -----
+# -- internals shared with the sibling modules (smtp_duo_outbox, smtp_duo_async, smtp_duo_mime);
+# -- not API -------------------------------------------------------------------------------------
 
 def _ticks_ms() -> int: ...
 def _ticks_diff(a: int, b: int) -> int: ...
@@ -226,4 +246,28 @@ class _Message:
         bcc: _Addresses,
         message_id: str | None = None,
         date: str | None = None,
+        html: _MailBody | None = None,
+        attachments: Sequence[_Attachment] = (),
+        headers: _Headers | None = None,
     ) -> None: ...
+
+# The mail's writers: `out` is the output buffer or a counter (internal).
+def _header(out: Any, name: bytes, tokens: list[bytes]) -> Generator[Any, Any, None]: ...
+def _check_text(value: Any, what: str) -> str: ...  # ValueError unless a str without controls
+def _is_ascii(s: str) -> bool: ...
+def _address_list(value: Any, what: str) -> list[tuple[str | None, str]]: ...
+def _mailbox_tokens(name: str | None, addr: str) -> list[bytes]: ...
+def _phrase_tokens(text: str) -> list[bytes]: ...
+def _random_hex(n: int) -> str: ...
+
+# Raised while counting a mail whose size cannot be known beforehand (a one-shot stream).
+class _Unknown(Exception): ...
+
+class _Text:
+    body: Any
+    subtype: bytes
+    cte: bytes | None
+    def __init__(self, body: _MailBody, subtype: bytes, buf: bytearray) -> None: ...
+    def negotiate(self, ext8: bool) -> bool: ...
+    def head(self, out: Any) -> Generator[Any, Any, None]: ...
+    def write(self, out: Any) -> Generator[Any, Any, None]: ...

@@ -164,10 +164,11 @@ class AsyncSMTPClient(smtp_duo.SMTPClient):
         self._closing = []  # CPython stream writers closed, not yet awaited
 
     async def mail_send(self, recipient_address, priority=PRIORITY_NORMAL, subject="",
-                        mail_body="", cc=(), bcc=(), message_id=None, date=None):
+                        mail_body="", cc=(), bcc=(), message_id=None, date=None, html=None,
+                        attachments=(), headers=None):
         """As SMTPClient.mail_send(); other tasks run while the server is awaited."""
         msg = smtp_duo._Message(self, recipient_address, priority, subject, mail_body, cc, bcc,
-                                message_id, date)
+                                message_id, date, html, attachments, headers)
         async with self._lock:
             return await self._arun(self._mail(msg))
 

@@ -4,6 +4,7 @@
 # Bodies are described so JSON can carry them: {"str": s}, {"hex": h}, {"bytearray": h},
 # {"memoryview": h}, {"file": path}, {"text_file": path}, {"chunks": [body, ...]},
 # {"generator": [body, ...]}, {"fail_after": [body, ...]} (an iterator that raises after them).
+# html= takes a body spec too; attachments= a list of [filename, body spec, content_type].
 
 import gc
 import sys
@@ -107,18 +108,33 @@ def _provider(token):
     return lambda: token
 
 
-def _send(target, mail):
+def _prepare(mail):
+    # The job's descriptions made real: constants, bodies, attachments; and what to close.
     mail = _constants(mail)
     if "mail_body" in mail:
         mail["mail_body"] = _body(mail["mail_body"])
-    body = mail.get("mail_body")
+    if "html" in mail and isinstance(mail["html"], dict):
+        mail["html"] = _body(mail["html"])
+    if "attachments" in mail:  # [[filename, body spec, content_type], ...]
+        mail["attachments"] = [(a[0], _body(a[1])) + tuple(a[2:]) for a in mail["attachments"]]
+    opened = [mail.get("mail_body"), mail.get("html")] + [a[1] for a in mail.get("attachments", ())]
+    return mail, opened
+
+
+def _close(opened):
+    for body in opened:
+        if hasattr(body, "close"):
+            body.close()
+
+
+def _send(target, mail):
+    mail, opened = _prepare(mail)
     try:
         return {"ok": _reply(target.mail_send(**mail))}
     except Exception as e:
         return {"error": _error(e)}
     finally:
-        if hasattr(body, "close"):
-            body.close()
+        _close(opened)
 
 
 def run_job(job):
@@ -170,17 +186,13 @@ async def _mails_async(client, job, results):
 
 
 async def _send_async(target, mail):
-    mail = _constants(mail)
-    if "mail_body" in mail:
-        mail["mail_body"] = _body(mail["mail_body"])
-    body = mail.get("mail_body")
+    mail, opened = _prepare(mail)
     try:
         return {"ok": _reply(await target.mail_send(**mail))}
     except Exception as e:
         return {"error": _error(e)}
     finally:
-        if hasattr(body, "close"):
-            body.close()
+        _close(opened)
 
 
 def main():

@@ -6,13 +6,20 @@ sha256 only, so AUTH CRAM-MD5 goes through the frozen smtp_duo_md5). MICROPYPATH
 test driver's .mpy and ".frozen", so `import smtp_duo` must come from the frozen bytecode, as on
 a board whose firmware carries the library; test_smtp_duo_is_frozen proves that it does.
 
+test_manifest_options_freeze_their_modules runs the manifest through MicroPython's own
+tools/manifestfile.py (from the source tools/build_firmware.sh unpacks) with each option (md5=,
+aio=, mime=), as a board manifest's include() does, and checks the modules it freezes; it needs
+no firmware build.
+
 Only this module uses the frozen runtime: its `runner` fixture overrides conftest's for the
 tests imported below. A build that is missing, or older than lib/ and manifest.py (checked with
 `tools/build_firmware.sh --check unix`), fails the run under CI=true and skips elsewhere.
 """
 
+import importlib.util
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 import test_servers
@@ -78,3 +85,43 @@ def test_smtp_duo_is_frozen(frozen_origin, driver_only_mpy_dir):
     # the file system would carry the folder (and .mpy).
     assert frozen_origin == ["smtp_duo.py", smtp_duo.__version__]
     assert sorted(p.name for p in driver_only_mpy_dir.iterdir()) == ["driver.mpy"]
+
+
+# -- manifest.py's options -----------------------------------------------------------------------
+
+
+def _manifestfile():
+    """MicroPython's tools/manifestfile.py from the source build_firmware.sh unpacked, or None."""
+    src = Path(os.environ.get("SMTP_DUO_DEPS") or ROOT / ".deps") / "src"
+    try:
+        tree = src / (src / ".unpacked").read_text().strip()
+    except OSError:
+        return None
+    path = tree / "tools" / "manifestfile.py"
+    if not path.is_file():
+        return None
+    spec = importlib.util.spec_from_file_location("manifestfile", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("options, extra", [
+    ("", []),
+    (", md5=True", ["smtp_duo_md5.py"]),
+    (", aio=True", ["smtp_duo_async.py"]),
+    (", mime=True", ["smtp_duo_mime.py"]),
+    (", md5=True, aio=True, mime=True", ["smtp_duo_md5.py", "smtp_duo_async.py", "smtp_duo_mime.py"]),
+], ids=["plain", "md5", "aio", "mime", "all"])
+def test_manifest_options_freeze_their_modules(options, extra):
+    mf = _manifestfile()
+    require(mf is not None, "MicroPython's source (its tools/manifestfile.py), which "
+                            "tools/build_firmware.sh unpacks")
+    m = mf.ManifestFile(mf.MODE_FREEZE, {"MPY_LIB_DIR": None})
+    m.execute("include(%r%s)" % (str(ROOT / "manifest.py"), options))  # as a board manifest does
+    files = m.files()
+    # The frozen names are the bare module names (import smtp_duo_mime finds them), each from lib/.
+    assert sorted(f.target_path for f in files) == sorted(["smtp_duo.py"] + extra)
+    for f in files:
+        assert Path(f.full_path) == ROOT / "lib" / f.target_path
+        assert f.kind == mf.KIND_FREEZE_AS_MPY  # compiled and frozen as bytecode

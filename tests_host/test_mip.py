@@ -1,5 +1,6 @@
-"""mip installs the library from this repository's package.json / package-md5.json, and the
-installed copy sends a mail.
+"""mip installs the library from this repository's package.json / package-md5.json /
+package-async.json / package-mime.json, and the installed copy sends a mail (with
+package-mime.json, one with an attachment too).
 
 The MicroPython unix port carries mip (0.3.0 in the 1.25 build): it installs from http:// URLs
 but does not resolve the relative "urls" of a package.json (later mip versions do), and
@@ -10,6 +11,7 @@ serves lib/. The unix port runs `mip.install(url, target=dir)`, then a fresh pro
 the installed .py (compiled on import, default heap) and sends a mail to aiosmtpd.
 """
 
+import email
 import hashlib
 import http.server
 import json
@@ -29,7 +31,7 @@ class _RepoHandler(http.server.BaseHTTPRequestHandler):
         self.server.requests.append(path)
         body = None
         name = path.lstrip("/")
-        if name in ("package.json", "package-md5.json", "package-async.json"):
+        if name in ("package.json", "package-md5.json", "package-async.json", "package-mime.json"):
             doc = json.loads((ROOT / name).read_text())
             here = "http://%s:%d%s" % (self.server.server_address[0], self.server.server_address[1], path)
             doc["urls"] = [[dest, self._absolute(here, src)] for dest, src in doc["urls"]]
@@ -90,11 +92,22 @@ print("FILE", smtp_duo_md5.__file__)
 print("MD5", smtp_duo_md5.md5(b"installed by mip").digest().hex())
 """
 
+MIME_SEND = """
+import smtp_duo
+import smtp_duo_mime
+print("FILE", smtp_duo_mime.__file__)
+c = smtp_duo.SMTPClient("127.0.0.1", port=%d, from_address="sensor@example.com", timeout=10)
+r = c.mail_send("ops@example.org", subject="attached by mip", mail_body="log attached\\n",
+                attachments=[("log.csv", b"t,v\\n1,2\\n", "text/csv")], headers={"X-Sensor": "7"})
+print("REPLY", r.code)
+"""
+
 
 @pytest.mark.parametrize("package, modules", [
     ("package.json", ["smtp_duo"]),
     ("package-md5.json", ["smtp_duo", "smtp_duo_md5"]),
     ("package-async.json", ["smtp_duo", "smtp_duo_async"]),
+    ("package-mime.json", ["smtp_duo", "smtp_duo_mime"]),
 ])
 def test_mip_install_then_send(micropython, repo_server, smtpd, tmp_path, package, modules):
     target = tmp_path / "lib"
@@ -131,3 +144,15 @@ def test_mip_install_then_send(micropython, repo_server, smtpd, tmp_path, packag
         assert p.returncode == 0, p.stdout + p.stderr
         assert "FILE %s/smtp_duo_md5.py" % target in p.stdout, p.stdout
         assert "MD5 " + hashlib.md5(b"installed by mip").hexdigest() in p.stdout, p.stdout
+
+    if "smtp_duo_mime" in modules:
+        p = _micropython(micropython, MIME_SEND % ctl.port, micropypath, tmp_path)
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert "FILE %s/smtp_duo_mime.py" % target in p.stdout, p.stdout
+        assert "REPLY 250" in p.stdout, p.stdout + p.stderr
+        msg = email.message_from_bytes(ctl.handler.messages[-1].original_content)
+        assert msg.get_content_type() == "multipart/mixed" and msg["X-Sensor"] == "7"
+        text, csv = msg.get_payload()
+        assert text.get_payload(decode=True) == b"log attached\r\n"
+        assert csv.get_content_type() == "text/csv" and csv.get_filename() == "log.csv"
+        assert csv.get_payload(decode=True) == b"t,v\n1,2\n"

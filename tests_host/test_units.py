@@ -87,3 +87,121 @@ def test_error_hierarchy():
     e = smtp_duo.SMTPError("x", smtp_duo.MAIL_REPLY_ERROR, r, "MAIL")
     assert (e.code, e.enhanced, e.text, e.command, e.temporary) == (451, "4.3.0", "later", "MAIL", True)
     assert tuple(r) == (451, "later") and str(r) == "451 4.3.0 later"
+
+
+# -- quoted-printable against quopri on random data at random chunk and window boundaries ---------
+
+import binascii  # noqa: E402
+import random  # noqa: E402
+
+QP_ALPHABETS = (
+    bytes(range(256)),  # every octet
+    b"\r\n \t",  # nothing but line ends and blanks
+    b"\r\n \t\t  \r\n\n\ra=.\x00\xff\x7f",  # blanks and line ends among specials
+    b"abc xyz=.\t" + bytes(range(0x80, 0x90)),  # text with 8-bit octets, '=' and dots
+)
+
+
+class QPCollect(Collect):
+    dots = False  # BDAT and counting: no stuffed dots, so the output is quoted-printable alone
+
+
+def qp_data(rnd):
+    kind = rnd.randrange(6)
+    n = rnd.choice((0, 1, 2, 3, rnd.randrange(80), rnd.randrange(400), rnd.randrange(4000)))
+    if kind < len(QP_ALPHABETS):
+        alphabet = QP_ALPHABETS[kind]
+        return bytes(rnd.choice(alphabet) for _ in range(n))
+    if kind == 4:  # long lines: printable runs of 70 to 400 octets, blanks at their ends
+        lines = []
+        while sum(map(len, lines)) < n:
+            line = bytes(rnd.randrange(0x21, 0x7F) for _ in range(rnd.randrange(70, 400)))
+            blanks = rnd.choice((b"", b" ", b"\t", b"  \t "))
+            lines.append(line + blanks + rnd.choice((b"\r\n", b"\n", b"\r")))
+        return b"".join(lines)
+    # words, dots at line starts, '=' signs, blanks before the line end, UTF-8 text
+    words = (b"a", b"word", b".", b"..", b"=", b"=3D", b"=\r\n", b" ", b"\t", b"\r\n", b"\n",
+             "za\u017c\u00f3\u0142\u0107".encode(), b"x" * 75, b"y" * 76, b"z" * 77)
+    return b"".join(rnd.choice(words) for _ in range(n // 4))
+
+
+def qp_check(data, out):
+    want = normalise(data)
+    # the independent decoder: quopri's own Python code, not binascii's C one
+    real = quopri.a2b_qp
+    quopri.a2b_qp = None
+    try:
+        decoded = quopri.decodestring(out)
+    finally:
+        quopri.a2b_qp = real
+    assert decoded == want.replace(b"\r\n", b"\n")
+    assert binascii.a2b_qp(out) == want
+    assert quopri.decodestring(out) == want
+    assert out[-2:] == b"\r\n" or out == b"" == want
+    assert b"=_" not in out  # a multipart boundary can never occur in it
+    for line in out[:-2].split(b"\r\n") if out else ():
+        assert len(line) <= 76, line
+        assert line[-1:] not in (b" ", b"\t"), line  # trailing blanks are encoded
+        assert all(0x21 <= c <= 0x7E or c in b" \t" for c in line), line
+        i = line.find(b"=")
+        while 0 <= i < len(line) - 1:  # '=' starts =XX (upper-case hex) or ends the line (a soft break)
+            hex2 = line[i + 1 : i + 3]
+            assert len(hex2) == 2 and all(c in b"0123456789ABCDEF" for c in hex2), line
+            i = line.find(b"=", i + 3)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_quoted_printable_against_quopri_at_random_boundaries(seed):
+    rnd = random.Random(seed)
+    for _ in range(150):
+        data = qp_data(rnd)
+        chunks = split(data, [rnd.randrange(len(data) + 1) for _ in range(rnd.randrange(12))])
+        window = rnd.choice((1, 2, 3, rnd.randrange(1, 80), rnd.randrange(1, 1500)))
+        out = QPCollect()
+        smtp_duo._Body(chunks, bytearray(16)).stream(smtp_duo._QP(out), window)
+        qp_check(data, out.value())
+        # With dot-stuffing (DATA): the same lines, a dot before each line that starts with one.
+        stuffed = Collect()
+        smtp_duo._Body(chunks, bytearray(16)).stream(smtp_duo._QP(stuffed), window)
+        assert unstuff(stuffed.value()) == out.value()
+        assert (b"\r\n" + stuffed.value()).find(b"\r\n.\r\n") < 0
+
+
+def test_quoted_printable_edge_lines():
+    # Lines of exactly 75, 76 and 77 octets, a blank in the last column, an '=' at the soft break.
+    cases = [b"a" * n + tail for n in (72, 73, 74, 75, 76, 77, 150, 151) for tail in
+             (b"", b" ", b"\t", b"=", b"\xff", b" \r\n", b"\t\n", b"=\r", b"\xff\r\n")]
+    for data in cases:
+        for window in (1, 7, 255):
+            out = QPCollect()
+            smtp_duo._Body([data], bytearray(16)).stream(smtp_duo._QP(out), window)
+            qp_check(data, out.value())
+
+
+# -- RFC 2231 filenames as a mail reader decodes them ---------------------------------------------
+
+import email  # noqa: E402
+import email.policy  # noqa: E402
+import email.utils  # noqa: E402
+
+import smtp_duo_mime  # noqa: E402
+from test_mime_portable import rand_text  # noqa: E402
+
+
+@pytest.mark.parametrize("policy", [email.policy.compat32, email.policy.default])
+def test_attachment_filenames_decode_with_the_email_package(policy):
+    rnd = random.Random(2231)
+    names = ["report.txt", 'a"b.txt', "x" * 61, "z\u0105b.txt", "\U0001f600" * 30, "\u4e2d" * 100,
+             "it's 100%.csv", "a;b=c.txt", "  spaced  name .txt"]
+    names += [rand_text(rnd, (5, 20, 60, 200)[i % 4]) for i in range(200)]
+    for name in names:
+        name = name.replace("/", "_").replace("\\", "_")
+        if not name.strip():
+            continue
+        out = Collect()
+        for _ in smtp_duo_mime._Attachment((name, b"x", "image/png"), bytearray(512)).head(out):
+            pass
+        msg = email.message_from_bytes(out.value() + b"\r\nx\r\n", policy=policy)
+        assert msg.get_filename() == name.strip(), out.value()  # get_filename() strips blanks
+        value = msg.get_param("name")
+        assert email.utils.collapse_rfc2231_value(value) == name, out.value()

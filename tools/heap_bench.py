@@ -5,6 +5,10 @@ Run: .venv/bin/python tools/heap_bench.py [--quick] [--json]
 The requirement: a send's heap must not grow with the body. On the unix port (64-bit, so about
 twice a board's object sizes) sending a 1 MiB body streamed from a file needs at most 16 KiB of
 GC heap beyond what importing the module needs, and no more than a 1 KiB body needs plus 2 KiB.
+A mail with attachments (smtp_duo_mime) - a 1 KiB text body, a 300 KiB random binary file
+streamed from an open file and a 2 KiB CSV from another - needs no more than the plain 1 KiB
+mail plus 4 KiB, both with smtp_duo_mime already imported (so the send is compared, not the
+module's bytecode).
 
 How it measures: lib/*.py and a small probe script are cross-compiled to .mpy (compiling source
 on the device needs far more heap than the library itself). For each scenario the smallest
@@ -13,8 +17,9 @@ bisection, then confirmed: the minimum reported is a size from which the next st
 too (the heap layout can make one smaller size pass by luck; that one is shown apart). A probe
 succeeds only if the script prints its success marker AND the local SMTP sink (aiosmtpd, in this
 process) received that probe's mail: one message, at least the body's size, and for bodies sent
-unencoded exactly the file's content. So a MemoryError swallowed somewhere cannot pass for a
-send. MemoryError is recognised explicitly; timeouts and other errors count as failures.
+unencoded exactly the file's content; for a multipart mail every part, decoded, must be exactly
+what was attached. So a MemoryError swallowed somewhere cannot pass for a send. MemoryError is
+recognised explicitly; timeouts and other errors count as failures.
 
 The benchmark always exits 0 (it is a measurement); tests_host/test_ram.py imports measure()
 and asserts the bounds.
@@ -40,11 +45,27 @@ KIB = 1024
 MIB = 1024 * 1024
 IMPORT_BOUND = 16 * KIB  # 1 MiB send - import
 SMALL_BOUND = 2 * KIB  # 1 MiB send - 1 KiB send
+ATTACH_BOUND = 4 * KIB  # attachments send - 1 KiB send, smtp_duo_mime loaded for both
+ATTACH_BIN = 300 * KIB  # the binary attachment, streamed from a file
+ATTACH_CSV = 2 * KIB  # the CSV attachment, read from its file
+ATTACH_FILES = ("attach.bin", "attach.csv")  # in the work folder, the probe's cwd
+MIME_1K = "send 1 KiB mime loaded"  # the plain 1 KiB file body, smtp_duo_mime imported first
+ATTACH = "send attachments"  # the same body, the binary and the CSV attached
 
 # The probe runs on MicroPython from .mpy. It allocates nothing of its own beyond what the
 # scenario needs; argv: scenario, port, recipient, body path or size.
 PROBE_SRC = '''\
 import sys
+
+
+def _read(path):
+    # A file into a bytearray of its size: the content held in RAM, nothing more.
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        data = bytearray(f.tell())
+        f.seek(0)
+        f.readinto(data)
+    return data
 
 
 def run(argv):
@@ -55,6 +76,8 @@ def run(argv):
 
     if what == "import":
         return
+    if what in ("mime", "attach"):  # loaded before the send, so the send alone is compared
+        import smtp_duo_mime  # noqa: F401
     if what == "tls":  # implicit TLS, certificate verified against the CA in argv[5] (DER)
         with open(argv[5], "rb") as f:
             cadata = f.read()
@@ -67,23 +90,29 @@ def run(argv):
                                      timeout=15)
     if what == "client":
         return
-    if what in ("file", "tls"):
+    attachments = ()
+    if what in ("file", "tls", "mime", "attach"):
         body = open(argv[4], "rb")
     elif what in ("bytearray", "memoryview"):  # the body held in RAM, in a buffer of its size
-        with open(argv[4], "rb") as f:
-            f.seek(0, 2)
-            body = bytearray(f.tell())
-            f.seek(0)
-            f.readinto(body)
+        body = _read(argv[4])
         if what == "memoryview":
             body = memoryview(body)
     else:  # "str": the body held in RAM, 64-byte lines
         body = ("x" * 63 + "\\n") * (int(argv[4]) // 64)
+    if what == "attach":  # both streamed from their open files, as a board keeps them on flash
+        attachments = [("data.bin", open("attach.bin", "rb"), "application/octet-stream"),
+                       ("readings.csv", open("attach.csv", "rb"), "text/csv")]
     try:
-        reply = client.mail_send(argv[3], smtp_duo.PRIORITY_NORMAL, "heap bench", body)
+        if attachments:
+            reply = client.mail_send(argv[3], smtp_duo.PRIORITY_NORMAL, "heap bench", body,
+                                     attachments=attachments)
+        else:
+            reply = client.mail_send(argv[3], smtp_duo.PRIORITY_NORMAL, "heap bench", body)
     finally:
-        if what in ("file", "tls"):
+        if what in ("file", "tls", "mime", "attach"):
             body.close()
+        for a in attachments or ():
+            a[1].close()
     if reply.code != 250:
         print("PROBE-REPLY", reply.code)
         sys.exit(2)
@@ -97,7 +126,7 @@ except MemoryError:
 print("PROBE-OK")
 '''
 
-SEND_MODES = ("file", "str", "bytearray", "memoryview", "tls")
+SEND_MODES = ("file", "str", "bytearray", "memoryview", "tls", "mime", "attach")
 RAM_BODY = 32 * KIB  # a body held in RAM: a memoryview of it must cost no more than the buffer
 VIEW_BOUND = 1 * KIB  # memoryview body - bytearray body
 
@@ -158,6 +187,22 @@ def _normalised(data):
     return data
 
 
+def _parts_digest(parts):
+    """sha256 over the sha256 of each part's content, in order."""
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(hashlib.sha256(p).digest())
+    return h.hexdigest()
+
+
+def _mime_digest(data):
+    """_parts_digest of a multipart message's leaf parts, each decoded (base64 and all)."""
+    import email
+
+    msg = email.message_from_bytes(data)
+    return _parts_digest([p.get_payload(decode=True) for p in msg.walk() if not p.is_multipart()])
+
+
 # -- the SMTP sink -----------------------------------------------------------------------------
 
 
@@ -173,7 +218,10 @@ class _CountingHandler:
         if isinstance(data, str):
             data = data.encode("utf-8", "surrogateescape")
         head, sep, body = data.partition(b"\r\n\r\n")
-        digest = hashlib.sha256(body).hexdigest()
+        if b"\ncontent-type: multipart/" in b"\n" + head.lower():  # the attachments scenario
+            digest = _mime_digest(data)
+        else:
+            digest = hashlib.sha256(body).hexdigest()
         with self.lock:
             for rcpt in envelope.rcpt_tos:
                 n, _, _ = self.got.get(rcpt, (0, 0, None))
@@ -332,7 +380,7 @@ class _Prober:
         return first, stable
 
 
-def _scenarios(files, with_str, kinds):
+def _scenarios(files, with_str, kinds, attach=None):
     out = [{"name": "startup", "mode": "none"}, {"name": "import", "mode": "import"},
            {"name": "client", "mode": "client"}]
     if with_str:
@@ -352,11 +400,30 @@ def _scenarios(files, with_str, kinds):
             path, digest = files[(kind, size)]
             out.append({"name": "send %s%s" % (tag, label), "mode": "file", "arg": path, "size": size,
                         "digest": digest, "kind": kind, "bytes": size})
+    if attach is not None:  # the same 1 KiB text body, smtp_duo_mime imported in both
+        path, digest = files[("text", KIB)]
+        out.append({"name": MIME_1K, "mode": "mime", "arg": path, "size": KIB, "digest": digest,
+                    "kind": "text", "bytes": KIB})
+        out.append({"name": ATTACH, "mode": "attach", "arg": path, "size": ATTACH_BIN * 4 // 3,
+                    "digest": attach, "kind": "text", "bytes": KIB + ATTACH_BIN + ATTACH_CSV})
     return out
 
 
+def _csv(size, seed):
+    """A sensor log as CSV of exactly `size` bytes."""
+    rng = random.Random(seed)
+    out = bytearray(b"time,temperature,humidity,pressure\n")
+    t = 1700000000
+    while len(out) < size:
+        t += 60
+        out += b"%d,%.2f,%.1f,%.1f\n" % (t, rng.uniform(-10, 40), rng.uniform(0, 100),
+                                         rng.uniform(950, 1050))
+    return bytes(out[:size])
+
+
 def measure(micropython=None, mpy_cross=None, kinds=("text", "8bit", "long"), with_str=True,
-            window=8, probe_timeout=30, workers=None, lib_dir=None, verbose=False):
+            with_attachments=True, window=8, probe_timeout=30, workers=None, lib_dir=None,
+            verbose=False):
     """Measure the minimal heaps. Returns a dict:
       scenarios: [{name, heap, first_pass, delta_import, delta_1k}, ...] in order; heap is the
         stable minimum (it and the `window` steps above it pass), first_pass the lowest
@@ -365,6 +432,8 @@ def measure(micropython=None, mpy_cross=None, kinds=("text", "8bit", "long"), wi
       heap: {name: bytes}, mpy_size, verdicts: [{name, bound, value, ok}], ok (all verdicts),
       failures: {name: {kind: count}} (why probes failed), probes, seconds.
     kinds: body variants streamed from files ("text" is the one the requirement names).
+    with_attachments: the attachments scenario and its comparison (left out when "text" is not
+    in kinds or lib_dir has no smtp_duo_mime.py).
     lib_dir: where the library's .py files are (default: lib/ of this checkout)."""
     t0 = time.monotonic()
     micropython = micropython or find_micropython()
@@ -381,6 +450,8 @@ def measure(micropython=None, mpy_cross=None, kinds=("text", "8bit", "long"), wi
         _compile(work / "heap_probe.py", work / "heap_probe.mpy", mpy_cross)
         (work / "heap_probe.py").unlink()  # only .mpy on the path
         mpy_size = (work / "smtp_duo.mpy").stat().st_size
+        mime = work / "smtp_duo_mime.mpy"
+        mime_mpy_size = mime.stat().st_size if mime.exists() else None
 
         files = {}
         for i, kind in enumerate(kinds):
@@ -392,10 +463,18 @@ def measure(micropython=None, mpy_cross=None, kinds=("text", "8bit", "long"), wi
                 # Exact content check only where the body goes unencoded (7bit/8bit).
                 digest = None if long_lines else hashlib.sha256(_normalised(data)).hexdigest()
                 files[(kind, size)] = (path.name, digest)
+        attach = None
+        if with_attachments and "text" in kinds and mime_mpy_size is not None:
+            blob = random.Random(300).randbytes(ATTACH_BIN)
+            csv = _csv(ATTACH_CSV, 2)
+            for name, data in zip(ATTACH_FILES, (blob, csv)):
+                (work / name).write_bytes(data)
+            text = (work / files[("text", KIB)][0]).read_bytes()
+            attach = _parts_digest([_normalised(text), blob, csv])
 
         sink = _Sink(work)
         prober = _Prober(micropython, work, sink, probe_timeout)
-        scens = _scenarios(files, with_str, kinds)
+        scens = _scenarios(files, with_str, kinds, attach)
 
         first = {}
         heap = {}
@@ -450,10 +529,15 @@ def measure(micropython=None, mpy_cross=None, kinds=("text", "8bit", "long"), wi
     v3 = sub(heap.get("send 32 KiB memoryview"), heap.get("send 32 KiB bytearray"))
     verdicts.append({"name": "send 32 KiB memoryview - send 32 KiB bytearray", "bound": VIEW_BOUND,
                      "value": v3, "ok": v3 is not None and v3 <= VIEW_BOUND, "kind": "text"})
+    if ATTACH in heap:
+        v5 = sub(heap[ATTACH], heap.get(MIME_1K))
+        verdicts.append({"name": "%s - %s" % (ATTACH, MIME_1K), "bound": ATTACH_BOUND, "value": v5,
+                         "ok": v5 is not None and v5 <= ATTACH_BOUND, "kind": "text"})
     return {
         "scenarios": rows,
         "heap": heap,
         "mpy_size": mpy_size,
+        "mime_mpy_size": mime_mpy_size,
         "verdicts": verdicts,
         "ok": all(v["ok"] for v in verdicts),
         "failures": prober.failures,
@@ -480,6 +564,8 @@ def report(r, out=sys.stdout):
     p("smtp_duo heap benchmark: MicroPython unix port (64-bit), -X heapsize bisected in %d-byte steps"
       % STEP)
     p("smtp_duo.mpy: %d bytes" % r["mpy_size"])
+    if r.get("mime_mpy_size"):
+        p("smtp_duo_mime.mpy: %d bytes" % r["mime_mpy_size"])
     for k, label in r["kinds"].items():
         p("body '%s': %s" % (k, label))
     p("")
