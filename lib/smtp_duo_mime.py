@@ -93,7 +93,7 @@ def _collides(boundary, texts):
             c = c.encode() if isinstance(c, str) else c
             if (tail + bytes(c[: len(boundary)])).find(boundary) >= 0:
                 return True
-            tail = bytes(c[len(c) - len(boundary) + 1 :]) if len(c) >= len(boundary) else tail + bytes(c)
+            tail = (tail + bytes(c[-len(boundary) :]))[1 - len(boundary) :]
             if isinstance(c, memoryview):  # no find(): small overlapping copies, never the whole
                 for i in range(0, len(c), 512):
                     if bytes(c[i : i + 512 + len(boundary)]).find(boundary) >= 0:

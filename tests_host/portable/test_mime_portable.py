@@ -643,6 +643,7 @@ def test_boundary_avoids_text_in_ram():
     for body in ("before " + hit + " after", (hit + "\r\n").encode(), bytearray(hit.encode()),
                  memoryview(("x" + hit).encode()), ["one\r\n", "two " + hit, b"three"],
                  [b"--" + hit.encode()], memoryview(b"y" * 500 + hit.encode() + b"z" * 600),
+                 ["split " + hit[:9], hit[9:] + " between chunks"], [hit[:5], hit[5:7], hit[7:], "x"],
                  memoryview(bytearray(b"y" * 1020 + hit.encode()))):
         (top, texts), calls = with_boundaries(lambda: compose(body))
         check(top.boundary == ("=_" + SECOND).encode() and len(calls) == 2, (body, top.boundary))
