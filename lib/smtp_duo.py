@@ -1799,16 +1799,24 @@ def _utf8_checked():
 _UTF8_CHECKED = _utf8_checked()
 
 
-def _has_8bit(data, i, j):
-    # Any octet >= 0x80 in data[i:j]? One C-level pass, never a Python loop over each octet.
+def _has_8bit(data, i, j, piece):
+    # Any octet >= 0x80 in data[i:j]? C-level passes over `piece` octets at a time (each makes
+    # a temporary that size: small ones keep a board's heap unfragmented over a long body),
+    # never a Python loop over each octet.
     if hasattr(data, "isascii"):  # CPython
         return not data[i:j].isascii()
-    if _UTF8_CHECKED:  # as text, octets >= 0x80 are either malformed or fewer characters
-        try:
-            return len(str(memoryview(data)[i:j], "utf-8")) != j - i
-        except (UnicodeError, ValueError):
+    mv = memoryview(data)
+    for k in range(i, j, piece):
+        e = min(k + piece, j)
+        if _UTF8_CHECKED:  # as text, octets >= 0x80 are either malformed or fewer characters
+            try:
+                if len(str(mv[k:e], "utf-8")) != e - k:
+                    return True
+            except (UnicodeError, ValueError):  # also a character split between two pieces
+                return True
+        elif max(mv[k:e]) >= 0x80:
             return True
-    return max(memoryview(data)[i:j]) >= 0x80
+    return False
 
 
 class _Stats:
@@ -1817,7 +1825,8 @@ class _Stats:
     # find over index ranges, never copying one, and reckons what the normaliser will make of
     # them. `longest` (the longest wire line, a stuffed dot included) is exact whenever it
     # matters, that is above _TEXT_LINE_MAX - 1; shorter lines are not all measured.
-    def __init__(self):
+    def __init__(self, piece):
+        self.piece = piece  # octets per 8-bit check
         self.size = 0
         self.longest = 0
         self.eight_bit = False
@@ -1835,7 +1844,7 @@ class _Stats:
         self.cr = False
         if i >= j:
             return
-        if not self.eight_bit and _has_8bit(data, i, j):
+        if not self.eight_bit and _has_8bit(data, i, j, self.piece):
             self.eight_bit = True
         if not self.nul and data.find(b"\0", i, j) >= 0:
             self.nul = True
@@ -1922,7 +1931,7 @@ class _Body:
             self.kind = "iter"
         self.stats = None
         if self.kind != "iter" and not (self.kind == "file" and self.start is None):
-            st = self.stats = _Stats()
+            st = self.stats = _Stats(max(16, min(len(buf) // 4, 1024)))  # 128 on a board's buffers
             for data, i, j in self._windows(len(buf)):
                 st.scan(data, i, j)
             st.end()
