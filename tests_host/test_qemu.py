@@ -88,9 +88,9 @@ def without(text, line):
 
 
 def portable_module():
-    """test_portable.py as a part of one script: MemServer and MemClient come from memserver.py
-    above it."""
-    return without(source("test_portable.py"), "from memserver import MemClient, MemServer")
+    """test_portable.py as a part of one script: MemServer, MemClient and Collect come from
+    memserver.py above it."""
+    return without(source("test_portable.py"), "from memserver import Collect, MemClient, MemServer")
 
 
 def md5_prelude(board):

@@ -4,10 +4,33 @@
 # reply split into one-byte segments). Portable: MicroPython and CPython. Commands are answered
 # as they arrive, so a pipelined flight gets its replies together; `reads` counts the client's
 # reads, which is how often it waited for the server. BDAT chunks (RFC 3030) are taken by size.
+# Also Collect, the output the body and header writers fill when a test drives them directly.
 
 import errno
 
 import smtp_duo
+
+
+class Collect:
+    # The output interface of the writers (put, put1, full), collecting bytes: never full, no I/O.
+    dots = True
+    counting = False
+
+    def __init__(self):
+        self.buf = bytearray()
+
+    def put(self, data):
+        self.buf.extend(data)
+
+    def put1(self, c):
+        self.buf.append(c)
+
+    def full(self):
+        return False
+
+    def value(self):
+        return bytes(self.buf)
+
 
 DEFAULTS = {
     "greeting": b"220 mem.test ESMTP\r\n",

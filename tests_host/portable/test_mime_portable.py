@@ -12,6 +12,7 @@ import sys
 
 import smtp_duo
 import smtp_duo_mime
+from memserver import Collect
 
 
 def collect():
@@ -74,27 +75,6 @@ def utf8_ok(b):
         return True
     except (UnicodeError, ValueError):
         return False
-
-
-class Collect:
-    # Header writers' output: collects bytes, never full.
-    dots = True
-    counting = False
-
-    def __init__(self):
-        self.buf = bytearray()
-
-    def put(self, data):
-        self.buf.extend(data)
-
-    def put1(self, c):
-        self.buf.append(c)
-
-    def full(self):
-        return False
-
-    def value(self):
-        return bytes(self.buf)
 
 
 # The MicroPython unix port runs this in the 192 KiB heap of test_portable, of which the

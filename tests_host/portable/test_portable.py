@@ -10,27 +10,7 @@ import random
 import sys
 
 import smtp_duo
-from memserver import MemClient, MemServer
-
-
-class Collect:
-    # The output interface of the body writers, collecting bytes (never full: no I/O).
-    dots = True
-
-    def __init__(self):
-        self.buf = bytearray()
-
-    def put(self, data):
-        self.buf.extend(data)
-
-    def put1(self, c):
-        self.buf.append(c)
-
-    def full(self):
-        return False
-
-    def value(self):
-        return bytes(self.buf)
+from memserver import Collect, MemClient, MemServer
 
 
 def check(cond, what=""):
