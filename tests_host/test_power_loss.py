@@ -140,6 +140,8 @@ def scan(box):
     """What the directory holds: {subject: message_id} of the <id>.mail items (each checked
     readable and complete) and how many ".tmp-" files."""
     items, tmp = {}, 0
+    if not os.path.isdir(box):  # killed before the Outbox made its directory: nothing stored
+        return items, tmp
     for name in sorted(os.listdir(box)):
         if name.startswith(".tmp-"):
             tmp += 1
