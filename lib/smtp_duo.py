@@ -312,11 +312,17 @@ def _is_timeout(e):
 # The link: bytes to and from the server within a deadline. One class per runtime, because
 # MicroPython's readinto() on a blocking socket waits for a full buffer, and TLS objects before
 # 1.25 have no recv(): there we poll a non-blocking socket. CPython: timeouts on the socket.
+# MicroPython's blocking TLS handshake waits anew for every read (a server sending one byte at
+# a time holds it for ever), so there the handshake runs inside the link's first reads and
+# writes on the non-blocking socket, polled against its own deadline (`shake_by`).
 
 
 class _Link:
-    def __init__(self, sock):
+    def __init__(self, sock, raw=None, shake_by=None, port=0):
         self.sock = sock
+        self._raw = raw  # the TCP socket under a TLS object still shaking hands
+        self._shake_by = shake_by  # None once the handshake is over (or without TLS)
+        self._port = port
         if _MICROPYTHON:
             import select
 
@@ -328,7 +334,11 @@ class _Link:
             self._events = select.POLLIN
 
     def _wait(self, event, deadline):
-        # MicroPython: wait until the socket is ready for `event` or the deadline passes.
+        # MicroPython: wait until the socket is ready for `event` or the deadline passes. The
+        # TLS object's poll reports the direction its handshake needs, whatever `event` is.
+        by = self._shake_by
+        if by is not None and _ticks_diff(by, deadline) < 0:
+            deadline = by
         if event != self._events:
             self._poll.modify(self.sock, event)
             self._events = event
@@ -336,15 +346,27 @@ class _Link:
         if left <= 0 or not self._poll.poll(left):
             raise OSError(_ETIMEDOUT())
 
+    def _failed(self, e):
+        # An error before the handshake is over is a TLS failure (ValueError: a certificate),
+        # and the TLS object has let go of the TCP socket: close both.
+        if self._shake_by is None:
+            return e
+        self.close()
+        return _tls_failure(e, self._port)
+
     def read_into(self, mv, deadline):
         """Read at least one byte into mv; return the count, 0 when the server closed."""
         sock = self.sock
         if _MICROPYTHON:
-            while True:
-                n = sock.readinto(mv)
-                if n is not None:
-                    return n
-                self._wait(self._pollin, deadline)
+            try:
+                while True:
+                    n = sock.readinto(mv)
+                    if n is not None:
+                        self._shake_by = None  # TLS gives data only after the handshake
+                        return n
+                    self._wait(self._pollin, deadline)
+            except (OSError, ValueError) as e:
+                raise self._failed(e)
         left = _ticks_diff(deadline, _ticks_ms())
         if left <= 0:
             raise OSError(_ETIMEDOUT())
@@ -356,14 +378,18 @@ class _Link:
         if _MICROPYTHON:
             off = 0
             end = len(mv)
-            while off < end:
-                n = sock.write(mv[off:] if off else mv)
-                if n is None:
-                    self._wait(self._pollout, deadline)
-                elif n == 0:
-                    raise OSError(_ECONNRESET())
-                else:
-                    off += n
+            try:
+                while off < end:
+                    n = sock.write(mv[off:] if off else mv)
+                    if n is None:
+                        self._wait(self._pollout, deadline)
+                    elif n == 0:
+                        raise OSError(_ECONNRESET())
+                    else:
+                        self._shake_by = None  # TLS takes data only after the handshake
+                        off += n
+            except (OSError, ValueError) as e:
+                raise self._failed(e)
             return
         left = _ticks_diff(deadline, _ticks_ms())
         if left <= 0:
@@ -389,6 +415,15 @@ class _Link:
             self.sock.close()
         except OSError:
             pass
+        raw = self._raw
+        if raw is not None and self._shake_by is not None:
+            # A failed handshake leaves the TCP socket open under the TLS object (closing it
+            # twice at once, when the TLS object had not let go, is harmless).
+            self._raw = None
+            try:
+                raw.close()
+            except OSError:
+                pass
 
 
 def _no_delay(socket, sock):
@@ -546,7 +581,8 @@ _MBEDTLS_NO_CA_CHAIN = const(-0x7680)
 def _tls_failure(e, port):
     """An exception from the TLS handshake as an SMTPTLSError that says what to do."""
     code = _errno_of(e)
-    text = str(e)
+    # CPython's asyncio ends a handshake cut short with a bare ConnectionResetError: its name.
+    text = str(e) or type(e).__name__
     low = text.lower()
     try:
         import errno
@@ -914,9 +950,12 @@ class SMTPClient:
                 elif rq == _RQ_OPEN:
                     self._link = self._connect()
                 elif rq == _RQ_TLS:
-                    self._link = _Link(self._handshake(self._link.sock))
+                    self._link = self._handshake(self._link.sock)
                 else:  # _RQ_READABLE
                     value = self._link.readable()
+            except SMTPError as e:  # the link's own verdict (a failed TLS handshake): it is closed
+                self._close()
+                error = e
             except BaseException as e:  # thrown back: the step maps it and cleans up
                 error = e
 
@@ -972,7 +1011,7 @@ class SMTPClient:
         (the portable tests substitute an in-memory server here)."""
         sock = self._open_socket()
         if self.tls == TLS_IMPLICIT:
-            sock = self._handshake(sock)
+            return self._handshake(sock)
         return _Link(sock)
 
     def _open(self):
@@ -1026,12 +1065,23 @@ class SMTPClient:
             self._trace("*", "TLS without certificate verification: the server is not authenticated")
 
     def _handshake(self, sock):
-        """Wrap a connected socket in TLS; every failure closes it and becomes SMTPTLSError."""
+        """Wrap a connected socket in TLS and return its link; every failure of the handshake,
+        which must be over within `timeout`, closes the socket and becomes SMTPTLSError."""
+        name = self.server_hostname
         try:
-            sock.settimeout(self.timeout)  # TLS objects have no settimeout: set it underneath
-            if self.server_hostname:  # SNI always; the name is checked when a CA is given
-                return self._tls_ctx.wrap_socket(sock, server_hostname=self.server_hostname)
-            return self._tls_ctx.wrap_socket(sock)
+            if _MICROPYTHON:
+                # Done by the link's first reads and writes, within the deadline (see _Link).
+                sock.setblocking(False)
+                if name:  # SNI always; the name is checked when a CA is given
+                    tls = self._tls_ctx.wrap_socket(sock, server_hostname=name,
+                                                    do_handshake_on_connect=False)
+                else:
+                    tls = self._tls_ctx.wrap_socket(sock, do_handshake_on_connect=False)
+                return _Link(tls, sock, self._deadline(), self.port)
+            sock.settimeout(self.timeout)  # CPython's ssl: a deadline for the whole handshake
+            if name:
+                return _Link(self._tls_ctx.wrap_socket(sock, server_hostname=name))
+            return _Link(self._tls_ctx.wrap_socket(sock))
         except Exception as e:
             try:
                 sock.close()

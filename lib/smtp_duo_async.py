@@ -59,24 +59,61 @@ async def _within(aw, deadline):
         raise _timed_out()
 
 
+def _writable(sock):
+    yield asyncio.core._io_queue.queue_write(sock)  # pyright: ignore[reportAttributeAccessIssue]
+
+
+async def _connected(socket, info, deadline):
+    # MicroPython: asyncio.open_connection() leaves its socket open when the connect fails or
+    # times out, and a refused connect shows only at the first read. Here every failure closes
+    # the socket and is the connect's own.
+    import errno
+
+    sock = socket.socket(info[0], socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        try:
+            sock.connect(info[-1])
+        except OSError as e:
+            if e.errno != errno.EINPROGRESS:
+                raise
+        await _within(_writable(sock), deadline)
+        try:
+            sock.connect(info[-1])  # again, for the outcome: EISCONN when connected
+        except OSError as e:  # (MicroPython's errno has no EISCONN)
+            if e.errno in (errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EHOSTUNREACH,
+                           errno.ETIMEDOUT):
+                raise
+        return sock
+    except BaseException:
+        sock.close()
+        raise
+
+
 class _StreamLink:
     """The link interface of smtp_duo (read_into, write, readable, close) on a stream pair.
-    Until the first bytes arrive after a TLS handshake began, failures are TLS failures:
-    MicroPython's TLS streams shake hands lazily, inside the first reads and writes."""
+    MicroPython's TLS streams shake hands lazily, inside the first reads and writes: until one
+    of them succeeds (`shake_by`, the handshake's deadline, is then None) every failure, a
+    timeout included, is a TLS failure, and the handshake must be over by `shake_by`."""
 
-    def __init__(self, client, reader, writer, sock, tls=False):
+    def __init__(self, client, reader, writer, sock, raw=None, shake_by=None):
         self.client = client
         self.reader = reader
         self.writer = writer
         self.sock = sock
-        self.handshaking = tls
+        self.raw = raw  # MicroPython: the TCP socket under a TLS object still shaking hands
+        self.shake_by = shake_by
+
+    def _by(self, deadline):
+        by = self.shake_by
+        return by if by is not None and smtp_duo._ticks_diff(by, deadline) < 0 else deadline
 
     async def read_into(self, mv, deadline):
         try:
-            n = await _within(self._read(mv), deadline)
+            n = await _within(self._read(mv), self._by(deadline))
         except (OSError, ValueError) as e:  # MicroPython's TLS raises ValueError for certificates
             raise self._failure(e)
-        self.handshaking = False
+        self.shake_by = None
         return n
 
     async def _read(self, mv):
@@ -97,17 +134,21 @@ class _StreamLink:
             # keep a view of the buffer, which smtp_duo reuses: give it a copy.
             w = self.writer
             w.write(mv if _MICROPYTHON else bytes(mv))
-            if w.out_buf if _MICROPYTHON else w.transport.get_write_buffer_size():
-                await _within(w.drain(), deadline)
+            # CPython's transport drops what is written after the connection broke, and only
+            # drain() says so: used then too, so a reset is the write's failure.
+            if w.out_buf if _MICROPYTHON else w.transport.get_write_buffer_size() or w.transport.is_closing():
+                await _within(w.drain(), self._by(deadline))
             else:  # all taken at once: just let the other tasks run between buffers
                 await asyncio.sleep(0)
         except (OSError, ValueError) as e:
             raise self._failure(e)
+        self.shake_by = None  # TLS takes data only once the handshake is over
 
     def _failure(self, e):
-        if self.handshaking and not smtp_duo._is_timeout(e):
-            return smtp_duo._tls_failure(e, self.client.port)
-        return e
+        if self.shake_by is None:
+            return e
+        self.close()
+        return smtp_duo._tls_failure(e, self.client.port)
 
     def readable(self):
         if _MICROPYTHON:
@@ -123,14 +164,22 @@ class _StreamLink:
         try:
             if _MICROPYTHON:
                 self.sock.close()  # the stream's own close() leaves the socket to wait_closed()
+                raw = self.raw
+                if raw is not None and self.shake_by is not None:
+                    # A failed handshake leaves the TCP socket open under the TLS object.
+                    self.raw = None
+                    raw.close()
             else:
-                self.writer.close()  # completed by the loop: _arun() awaits it before returning
-                self.client._closing.append(self.writer)
+                # abort(), not close(): at once, dropping what a stalled server did not take
+                # (close() waits for it to drain) and without TLS's close_notify exchange, as
+                # the blocking client's close(); _arun() waits for the loop to close the socket.
+                self.writer.transport.abort()
+                self.client._closing.append(self.sock)
         except OSError:
             pass
 
     async def start_tls(self, deadline):
-        # The STARTTLS handshake (and implicit TLS, right after connecting).
+        # The STARTTLS handshake (and implicit TLS, right after connecting), over by `deadline`.
         c = self.client
         name = c.server_hostname
         if _MICROPYTHON:
@@ -142,13 +191,11 @@ class _StreamLink:
                 self.close()
                 raise smtp_duo._tls_failure(e, c.port)
             stream = asyncio.StreamReader(s)  # one Stream object reads and writes
-            return _StreamLink(c, stream, stream, s, True)
+            return _StreamLink(c, stream, stream, s, self.sock, deadline)
         try:
             await _within(self.writer.start_tls(c._tls_ctx, server_hostname=name or ""), deadline)
-        except Exception as e:
-            self.close()
-            if smtp_duo._is_timeout(e):
-                raise SMTPTimeoutError("TLS handshake timed out", "TLS")
+        except Exception as e:  # (cancelled: _drive() closes the link)
+            self.close()  # half switched to TLS, the stream pair is unusable: drop it
             raise smtp_duo._tls_failure(e, c.port)
         return _StreamLink(c, self.reader, self.writer, self.writer.get_extra_info("socket"))
 
@@ -161,7 +208,7 @@ class AsyncSMTPClient(smtp_duo.SMTPClient):
     def __init__(self, *args, **kw):
         smtp_duo.SMTPClient.__init__(self, *args, **kw)
         self._lock = asyncio.Lock()
-        self._closing = []  # CPython stream writers closed, not yet awaited
+        self._closing = []  # CPython: sockets of aborted transports, until the loop closes them
 
     async def mail_send(self, recipient_address, priority=PRIORITY_NORMAL, subject="",
                         mail_body="", cc=(), bcc=(), message_id=None, date=None, html=None,
@@ -180,11 +227,17 @@ class AsyncSMTPClient(smtp_duo.SMTPClient):
         try:
             return await self._drive(steps)
         finally:
-            while self._closing:  # let CPython's loop really close them (no socket left open)
-                try:
-                    await asyncio.wait_for(self._closing.pop().wait_closed(), 1)
-                except Exception:
-                    pass
+            # CPython: an aborted transport's socket is closed by the loop's next turn; return
+            # only then (no socket left open). A few turns, bounded all the same.
+            turns = 0
+            while self._closing and turns < 100:
+                sock = self._closing[-1]
+                if sock is None or sock.fileno() == -1:
+                    self._closing.pop()
+                else:
+                    turns += 1
+                    await asyncio.sleep(0)
+            del self._closing[:]
 
     async def _drive(self, steps):
         # smtp_duo.SMTPClient._run() with awaits: performs the I/O the protocol steps yield.
@@ -209,6 +262,9 @@ class AsyncSMTPClient(smtp_duo.SMTPClient):
             except asyncio.CancelledError:
                 self._close()  # cancelled: no farewell, the task ends now
                 raise
+            except SMTPError as e:  # the link's own verdict (a failed TLS handshake): it is closed
+                self._close()
+                error = e
             except BaseException as e:  # thrown back: the step maps it and cleans up
                 error = e
 
@@ -220,11 +276,15 @@ class AsyncSMTPClient(smtp_duo.SMTPClient):
             addr = info[-1]
             host, port = (addr[0], addr[1]) if isinstance(addr, tuple) else (self.server_address, self.port)
             try:
-                reader, writer = await _within(asyncio.open_connection(host, port), self._deadline())
+                if _MICROPYTHON:
+                    sock = await _connected(socket, info, self._deadline())
+                    reader = writer = asyncio.StreamReader(sock)  # one Stream reads and writes
+                else:
+                    reader, writer = await _within(asyncio.open_connection(host, port), self._deadline())
+                    sock = writer.get_extra_info("socket")
             except OSError as e:
                 err = e
                 continue
-            sock = getattr(reader, "s", None) if _MICROPYTHON else writer.get_extra_info("socket")
             smtp_duo._no_delay(socket, sock)
             link = _StreamLink(self, reader, writer, sock)
             if self.tls == TLS_IMPLICIT:

@@ -1,7 +1,9 @@
 """What only the asyncio client (lib/smtp_duo_async.py) can show: the sensor loop keeps running
-while a mail goes out, and a cancelled send stops at once with its socket closed. Everything
-else it shares with the blocking client runs in test_wire.py, test_servers.py and test_tls.py
-(their `runner` includes cpython-async and micropython-async). Both runtimes here too."""
+while a mail goes out, and a cancelled send stops at once with its socket closed, also in the
+middle of a STARTTLS handshake. Everything else it shares with the blocking client runs in
+test_wire.py, test_servers.py, test_tls.py and test_timing_handshake.py (their `runner` includes
+cpython-async and micropython-async) and in the fault matrix (test_faults.py). Both runtimes
+here too."""
 
 import json
 import subprocess
@@ -11,6 +13,7 @@ import time
 import pytest
 from conftest import ROOT, run_micropython
 from fakeserver import SILENT
+from test_faults import EHLO_STARTTLS, FaultServer
 
 # Run as a script on either runtime: argv port, mode; prints one JSON line.
 JOB = r'''
@@ -19,9 +22,11 @@ try:
     import asyncio
 except ImportError:
     import uasyncio as asyncio
+import time
 import smtp_duo_async
 
 port, mode = int(sys.argv[1]), sys.argv[2]
+now = time.ticks_ms if hasattr(time, "ticks_ms") else lambda: int(time.monotonic() * 1000)
 ticks = [0]
 done = [False]
 
@@ -40,7 +45,9 @@ async def send(client):
 
 
 async def main():
-    client = smtp_duo_async.AsyncSMTPClient("127.0.0.1", port, from_address="sensor@example.com", timeout=30)
+    tls = smtp_duo_async.TLS_STARTTLS if mode == "cancel-tls" else smtp_duo_async.TLS_NONE
+    client = smtp_duo_async.AsyncSMTPClient("127.0.0.1", port, from_address="sensor@example.com", timeout=30,
+                                            tls=tls)
     loop = asyncio.create_task(sensor())
     if mode == "send":
         code = await send(client)
@@ -49,12 +56,14 @@ async def main():
     task = asyncio.create_task(send(client))
     await asyncio.sleep(0.3)
     task.cancel()
+    t0 = now()
     try:
         await task
         return {"cancelled": False}
     except asyncio.CancelledError:
+        ms = now() - t0
         await loop
-        return {"cancelled": True, "link": client._link is None}
+        return {"cancelled": True, "link": client._link is None, "prompt": ms < 500}
 
 
 print(__import__("json").dumps(asyncio.run(main())))
@@ -100,5 +109,21 @@ def test_a_cancelled_send_stops_and_closes_its_socket(run_job, fake):
     srv = fake({"MAIL": SILENT})  # the server never answers MAIL; the client's timeout is 30 s
     t0 = time.monotonic()
     r = run_job(srv.port, "cancel")
-    assert r == {"cancelled": True, "link": True}
+    assert r == {"cancelled": True, "link": True, "prompt": True}
     assert srv.wait_closed(5) and time.monotonic() - t0 < 10
+
+
+def test_a_send_cancelled_in_the_starttls_handshake_stops_and_closes_its_socket(run_job, pki):
+    # The server answers STARTTLS with 220, reads the ClientHello and says nothing: the task is
+    # cancelled 0.3 s in, inside the handshake. CancelledError comes out (not an SMTPError),
+    # within 0.5 s of the cancel, the socket closed; nothing follows the ClientHello.
+    srv = FaultServer({"EHLO": EHLO_STARTTLS}, tls_fault="silence", tls_context=pki.server_context())
+    try:
+        t0 = time.monotonic()
+        r = run_job(srv.port, "cancel-tls")
+        assert r == {"cancelled": True, "link": True, "prompt": True}
+        assert srv.wait_closed(5) and time.monotonic() - t0 < 10
+        after = srv.received[srv.hello_at :]
+        assert after[:1] == b"\x16" and b"QUIT" not in after, after
+    finally:
+        srv.stop()
