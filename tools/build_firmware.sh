@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
-# Builds MicroPython firmware with smtp_duo FROZEN in (manifest.py with md5=True), from Debian
-# trixie's micropython source package (1.25.0), for the host tests and for a look at a bare
-# Cortex-M board:
-#   unix  the unix port (VARIANT=standard, no TLS, no btree, no ffi), frozen: asyncio, smtp_duo,
-#         smtp_duo_md5                      -> <deps>/firmware/unix/micropython
-#   qemu  ports/qemu BOARD=MPS2_AN385 (Cortex-M3 under qemu-system-arm), frozen: smtp_duo,
-#         smtp_duo_md5                      -> <deps>/firmware/qemu/firmware.elf
-#         (installs gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm first if missing;
-#         that needs root)
-#   all   both
+# Builds MicroPython firmware from Debian trixie's micropython source package (1.25.0), for the
+# host tests and for a look at a bare Cortex-M board; unix and qemu with smtp_duo FROZEN in
+# (manifest.py with md5=True), qemu-ram without:
+#   unix      the unix port (VARIANT=standard, no TLS, no btree, no ffi), frozen: asyncio, smtp_duo,
+#             smtp_duo_md5                  -> <deps>/firmware/unix/micropython
+#   qemu      ports/qemu BOARD=MPS2_AN385 (Cortex-M3 under qemu-system-arm), frozen: smtp_duo,
+#             smtp_duo_md5                  -> <deps>/firmware/qemu/firmware.elf
+#             (installs gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm first if
+#             missing; that needs root)
+#   qemu-ram  the same board for tools/board_ram.py: nothing frozen, a 1 MiB GC heap, littlefs
+#             on a flash-like block device outside the heap, time, select and _asyncio (C
+#             sources in tools/qemu_ram/), asyncio as .mpy beside it for the board's filesystem
+#                                           -> <deps>/firmware/qemu-ram/firmware.elf, lib/asyncio/
+#   all       all three
 # <deps> is ${SMTP_DUO_DEPS:-<repo root>/.deps}. The source package is fetched once into
 # <deps>/src/ with a private apt configuration (the system's apt sources are left alone) and
-# unpacked once. A target is rebuilt only when lib/*.py, manifest.py or this script changed
-# (a hash stamp next to its output); otherwise the script returns in about a second.
+# unpacked once. A target is rebuilt only when what goes into it changed: this script, and
+# lib/*.py and manifest.py (unix, qemu) or tools/qemu_ram/ (qemu-ram), by a hash stamp next to
+# its output; otherwise the script returns in about a second.
 #
-# Usage: tools/build_firmware.sh [--force | --check] [unix|qemu|all]     (default: unix)
+# Usage: tools/build_firmware.sh [--force | --check] [unix|qemu|qemu-ram|all]     (default: unix)
 #   --force   rebuild even if the stamp says the firmware is up to date
 #   --check   build nothing: exit 0 if up to date, 3 if missing or out of date
 # Environment:
@@ -47,8 +52,8 @@ for arg in "$@"; do
     case $arg in
         --force) force=1 ;;
         --check) check=1 ;;
-        unix | qemu | all)
-            [ -z "$target" ] || die "give one target (unix, qemu or all)"
+        unix | qemu | qemu-ram | all)
+            [ -z "$target" ] || die "give one target (unix, qemu, qemu-ram or all)"
             target=$arg
             ;;
         -h | --help)
@@ -63,7 +68,7 @@ if [ "$force" = 1 ] && [ "$check" = 1 ]; then
 fi
 target=${target:-unix}
 case $target in
-    all) targets=(unix qemu) ;;
+    all) targets=(unix qemu qemu-ram) ;;
     *) targets=("$target") ;;
 esac
 
@@ -96,16 +101,28 @@ output_of() {
     case $1 in
         unix) echo "$fw/unix/micropython" ;;
         qemu) echo "$fw/qemu/firmware.elf" ;;
+        qemu-ram) echo "$fw/qemu-ram/firmware.elf" ;;
     esac
 }
 
+# The measuring firmware's board support (a user C module and a linker script).
+qemu_ram_src=$repo_root/tools/qemu_ram
+
 # Everything the firmware is made from, as far as this project controls it.
 stamp_of() {
+    local inputs f
+    if [ "$1" = qemu-ram ]; then
+        # Nothing of lib/ goes into this firmware (board_ram.py puts the modules on its
+        # filesystem at run time), so a change to the library does not rebuild it.
+        inputs=("$qemu_ram_src"/*.ld "$qemu_ram_src"/*/*)
+    else
+        inputs=("$repo_root/manifest.py" "$repo_root"/lib/*.py)
+    fi
     {
         echo "target $1"
-        manifest_text "$1"
+        [ "$1" = qemu-ram ] || manifest_text "$1"
         cat -- "$script"
-        for f in "$repo_root/manifest.py" "$repo_root"/lib/*.py; do
+        for f in "${inputs[@]}"; do
             echo "== ${f#"$repo_root"/}"
             cat -- "$f"
         done
@@ -330,6 +347,56 @@ build_qemu() {
     say "qemu: built $out in $(since "$t0") s (run: qemu-system-arm -machine mps2-an385 -nographic -monitor null -semihosting -serial pty -kernel $out)"
 }
 
+# The RAM benchmark's board (tools/board_ram.py): MPS2_AN385 WITHOUT smtp_duo frozen (frozen
+# names sit in ROM and would make a .py or .mpy import look cheaper), in a build directory of
+# its own. Its 1 MiB heap fits a big module's .py import; MPS2_AN385 has 4 MiB of SSRAM1 for
+# code, data, heap and stack. tools/qemu_ram/ adds qemuflash.Flash (a block device over
+# SSRAM2/3, which the firmware does not use: files there are outside the GC heap, as in a
+# board's flash) and the time, select and _asyncio modules the boards have and the port leaves
+# out. asyncio itself is not frozen: its .mpy files go to lib/asyncio beside the firmware, and
+# board_ram.py puts them on the board's filesystem.
+qemu_ram_heap=1048576
+qemu_ram_asyncio=(__init__ core event funcs lock stream) # extmod/asyncio/manifest.py's list
+
+build_qemu_ram() {
+    local t0 out dir log build elf m
+    install_qemu_tools
+    t0=$(now)
+    out=$(output_of qemu-ram)
+    dir=$(dirname -- "$out")
+    build=build-MPS2_AN385-ram
+    mkdir -p -- "$dir"
+    log=$dir/build.log
+    : >"$log"
+    say "building ports/qemu BOARD=MPS2_AN385 for RAM measurements, nothing frozen (log: $log)"
+    # From clean (about 30 s, and only when this script or tools/qemu_ram/ changed): make would
+    # not see a changed MICROPY_HEAP_SIZE, nor a module added to or removed from tools/qemu_ram/.
+    rm -rf -- "${srcdir:?}/ports/qemu/$build"
+    # FROZEN_MANIFEST= (empty): the port's default manifest would freeze its tests.
+    run_make "$log" -C "$srcdir/ports/qemu" -j"$jobs" BOARD=MPS2_AN385 BUILD="$build" \
+        MICROPY_HEAP_SIZE="$qemu_ram_heap" MICROPY_VFS_LFS2=1 \
+        USER_C_MODULES="$qemu_ram_src" LDSCRIPT="$qemu_ram_src/mps2_ram.ld" \
+        FROZEN_MANIFEST= MPY_LIB_DIR="$libdir"
+    elf=$srcdir/ports/qemu/$build/firmware.elf
+    if grep -aq 'smtp_duo[a-z_]*\.py' -- "$elf"; then
+        die "$elf has a frozen smtp_duo module; the measuring firmware must not"
+    fi
+    grep -aq 'qemuflash' -- "$elf" || die "qemuflash is not in $elf (tools/qemu_ram not built in?)"
+    rm -rf -- "$dir/lib.tmp"
+    mkdir -p -- "$dir/lib.tmp/asyncio"
+    for m in "${qemu_ram_asyncio[@]}"; do
+        "$srcdir/mpy-cross/build/mpy-cross" -O3 -s "asyncio/$m.py" -o "$dir/lib.tmp/asyncio/$m.mpy" \
+            "$srcdir/extmod/asyncio/$m.py" >>"$log" 2>&1 ||
+            die "mpy-cross failed on extmod/asyncio/$m.py (log: $log)"
+    done
+    rm -rf -- "$dir/lib"
+    mv -- "$dir/lib.tmp" "$dir/lib"
+    cp -- "$elf" "$out.tmp"
+    mv -f -- "$out.tmp" "$out"
+    stamp_of qemu-ram >"$out.stamp"
+    say "qemu-ram: built $out in $(since "$t0") s (heap $qemu_ram_heap B; tools/board_ram.py runs it)"
+}
+
 srcdir=
 for t in "${todo[@]}"; do
     if up_to_date "$t"; then # built by another process while this one waited for the lock
@@ -337,6 +404,6 @@ for t in "${todo[@]}"; do
         continue
     fi
     [ -n "$srcdir" ] || build_common
-    "build_$t"
+    "build_${t//-/_}"
 done
 say "done ($(since "$t_start") s)"
