@@ -1515,6 +1515,7 @@ class SMTPClient:
             raise SMTPRecipientsRefused("all recipients refused", env.refused, "RCPT")
 
     def _message(self, out, msg):
+        out.begin()
         try:
             yield from msg.write(out)
         except SMTPError:
@@ -1622,13 +1623,18 @@ def _phrase_tokens(text):
     if not text:
         return []
     b = text.encode()
-    words = b.split(b" ")
-    plain = len(b) == len(text) and b"=?" not in b
-    if plain:
+    # Plain words only for printable ASCII with single spaces between them: any other
+    # whitespace (a run, a tab, at either end) would either not fold or not survive unfolding.
+    # (Checked before splitting: a run of spaces would make a list of empty words.)
+    if len(b) == len(text) and b"=?" not in b and b"\t" not in b and b"  " not in b and \
+            b[0] != 0x20 and b[-1] != 0x20:
+        words = b.split(b" ")
         for w in words:
             if len(w) > 66:
-                plain = False
-    return words if plain else _encoded_words(b)
+                break
+        else:
+            return words
+    return _encoded_words(b)
 
 
 def _display_name_tokens(name):
@@ -1679,13 +1685,13 @@ class _Message:
         else:
             _check_text(message_id, "message_id")
             if not (message_id[:1] == "<" and message_id[-1:] == ">" and "@" in message_id
-                    and " " not in message_id and len(message_id) <= 250):
-                raise ValueError("message_id must look like <unique@domain>: %r" % message_id)
+                    and " " not in message_id and len(message_id) <= 250 and _is_ascii(message_id)):
+                raise ValueError("message_id must look like <unique@domain>, in ASCII: %r" % message_id)
         self.message_id = message_id
         if date is not None:
             _check_text(date, "date")
-            if len(date) > 80:
-                raise ValueError("date is too long for an RFC 5322 date: %r" % date)
+            if len(date) > 80 or not _is_ascii(date):
+                raise ValueError("date must be an RFC 5322 date (ASCII, at most 80 characters): %r" % date)
         self.date = date if date is not None else date_header()
         self.text = _Text(body, b"plain", client._cbuf)
         self.extra = []  # headers=: (name, tokens) pairs
@@ -1820,6 +1826,9 @@ def _address_header(out, name, mailboxes):
 
 def _header(out, name, tokens):
     # Tokens are separated by single spaces and folded (CRLF before the space) at 76 columns.
+    # Every header line starts here: a name beginning with "." is stuffed under DATA.
+    if out.dots and name[:1] == b".":
+        out.stuff()
     out.put(name)
     out.put(b":")
     col = len(name) + 1
@@ -2115,8 +2124,9 @@ class _Plain:
         out = self.out
         if out.dots:
             if self.bol and w[0] == 0x2E:
-                out.put1(0x2E)
+                out.stuff()
             if w.find(b"\n.") >= 0:
+                out.stuffed += w.count(b"\n.")
                 w = w.replace(b"\n.", b"\n..")
         out.put(w)
         self.bol = w[-1] == 0x0A
@@ -2164,7 +2174,7 @@ class _QP:
                 out.put(b"=\r\n")
                 self.col = 0
             if self.col == 0 and c == 0x2E and out.dots:
-                out.put1(0x2E)
+                out.stuff()
             out.put1(c)
             self.col += 1
 
@@ -2226,6 +2236,16 @@ class _Out:
         self.dots = True  # DATA: dot-stuffing and the CRLF.CRLF terminator
         self.left = None  # BDAT: message octets still owed to the chunk size announced
         self.mark = 0  # where the message starts in the buffer (commands before it)
+        self.start = 0  # octets sent before the message (for the transcript's count)
+        self.stuffed = 0  # dots added by dot-stuffing (not part of the message's size)
+
+    def begin(self):
+        self.start = self.total + self.n
+        self.stuffed = 0
+
+    def stuff(self):
+        self.put1(0x2E)
+        self.stuffed += 1
 
     def put(self, data):
         n = self.n
@@ -2266,12 +2286,14 @@ class _Out:
 
     def terminate(self):
         # DATA: the sinks end the body with CRLF, so "." CRLF after it is the only CRLF.CRLF.
+        end = self.total + self.n
         if self.dots:
             self.put(b".\r\n")
         yield from self.flush()
         if self.left:
             self._changed()
-        self.client._trace(">", "<message: %d octets>" % self.total)
+        # The message's own octets, as SIZE counts them: no stuffed dots, no terminator.
+        self.client._trace(">", "<message: %d octets>" % (end - self.start - self.stuffed))
 
     def _changed(self):
         self.client._close()  # the server drops the incomplete chunk with the connection

@@ -17,10 +17,14 @@ from smtp_duo import (
     _random_hex,
 )
 
-# Written by smtp_duo itself; Bcc is never written (it would show the blind copies).
-_OWN = ("date", "from", "to", "cc", "bcc", "subject", "message-id", "mime-version", "content-type",
-        "content-transfer-encoding", "content-disposition", "x-priority", "importance")
+# Refused in headers=: what smtp_duo writes itself (Bcc never: it would show the blind
+# copies), every Content-* (the MIME structure is smtp_duo's), and the trace and resent
+# fields that only servers and resenders write (RFC 5322 3.6.6, 3.6.7).
+_OWN = ("date", "from", "to", "cc", "bcc", "subject", "message-id", "mime-version", "x-priority",
+        "importance", "return-path", "received")
+_OWN_PREFIXES = ("content-", "resent-")
 _ADDRESS_HEADERS = ("reply-to", "sender")
+_ONCE = ("reply-to", "sender", "in-reply-to", "references")  # at most one each (RFC 5322 3.6)
 _LINE_IN = 57  # octets per base64 line: 76 characters (RFC 2045 6.8)
 
 _b2a = getattr(binascii, "b2a_base64")  # through getattr: the board stubs lack newline=
@@ -41,6 +45,7 @@ def extra_headers(headers):
         raise ValueError("headers must be a dict or a list of (name, value) pairs")
     items = headers.items() if isinstance(headers, dict) else headers
     out = []
+    seen = []
     for item in items:
         if not isinstance(item, (tuple, list)) or len(item) != 2:
             raise ValueError("headers must be a dict or (name, value) pairs")
@@ -50,9 +55,19 @@ def extra_headers(headers):
         for ch in name:
             if not 33 <= ord(ch) <= 126 or ch == ":":  # RFC 5322 2.2: printable ASCII, no colon
                 raise ValueError("header name %r: only printable ASCII without ':' is allowed" % name)
-        if name.lower() in _OWN:
-            raise ValueError("header %s is written by smtp_duo (use the mail_send arguments)" % name)
-        if name.lower() in _ADDRESS_HEADERS:  # one address, or a list of them
+        # Compared as the server will read it: case-blind, and without the leading dots that
+        # dot-stuffing adds and the server removes.
+        key = name.lower()
+        while key[:1] == ".":
+            key = key[1:]
+        if key in _OWN or key.startswith(_OWN_PREFIXES):
+            raise ValueError("header %s is written by smtp_duo or a server, not given in headers= "
+                             "(use the mail_send arguments)" % name)
+        if key in _ONCE:
+            if key in seen:
+                raise ValueError("header %s may appear only once" % name)
+            seen.append(key)
+        if key in _ADDRESS_HEADERS:  # one address, or a list of them
             tokens = []
             for n, a in _address_list(value, "header " + name):
                 if tokens:

@@ -12,12 +12,18 @@ import smtp_duo
 
 
 class Collect:
-    # The output interface of the writers (put, put1, full), collecting bytes: never full, no I/O.
+    # The output interface of the writers (put, put1, stuff, full), collecting bytes: never
+    # full, no I/O.
     dots = True
     counting = False
 
     def __init__(self):
         self.buf = bytearray()
+        self.stuffed = 0
+
+    def stuff(self):
+        self.buf.append(0x2E)
+        self.stuffed += 1
 
     def put(self, data):
         self.buf.extend(data)

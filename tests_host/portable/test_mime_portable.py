@@ -123,6 +123,7 @@ class Out:
         self.k = 0
         self.flushes = 0
         self.skip = prefill  # not kept in `sent`
+        self.stuffed = 0
         self.window = size // 8  # the quoted-printable window
         for _ in range(prefill):  # what a mail holds before the part: headers, a boundary
             self.put1(0x50)
@@ -138,6 +139,9 @@ class Out:
         check(self.n < len(self.buf), "output buffer overflow")
         self.buf[self.n] = c
         self.n += 1
+
+    def stuff(self):
+        self.put1(0x2E)
 
     def full(self):
         return self.n >= len(self.buf) // 2
