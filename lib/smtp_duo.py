@@ -449,13 +449,19 @@ def _ECONNRESET():
 # Argument validation. Everything here runs before the first byte goes out.
 
 
-def _check_text(value, what):
+def _check_text(value, what, secret=False):
+    # Control characters (C0 but tab, DEL, C1) and the Unicode line separators: a header or
+    # command line must not be split or ended by what a caller passes. A secret is never quoted.
     if not isinstance(value, str):
         raise ValueError("%s must be a str" % what)
-    for ch in value:
-        o = ord(ch)
-        if o < 0x20 and o != 0x09 or o == 0x7F:
-            raise ValueError("%s contains a control character (CR, LF, NUL, ...): %r" % (what, value))
+    # Over the UTF-8 octets: iterating a str would intern each character it meets on a board.
+    b = value.encode()
+    for i in range(len(b)):
+        c = b[i]
+        if c < 0x20 and c != 0x09 or c == 0x7F or c == 0xC2 and 0x80 <= b[i + 1] <= 0x9F or \
+                c == 0xE2 and b[i + 1] == 0x80 and b[i + 2] in (0xA8, 0xA9):  # C1, U+2028/9
+            raise ValueError("%s contains a control character (CR, LF, NUL, ...) at position %d%s"
+                             % (what, len(str(b[:i], "utf-8")), "" if secret else ": %r" % value))
     return value
 
 
@@ -490,8 +496,8 @@ def _parse_address(value, what):
     if local[0] == "." or local[-1] == "." or ".." in local:
         raise ValueError("%s: misplaced '.' in %r" % (what, value))
     if domain[0] == "[":
-        if domain[-1] != "]" or "[" in domain[1:] or "]" in domain[:-1]:
-            raise ValueError("%s: bad address literal in %r" % (what, value))
+        if domain[-1] != "]" or not _literal_ok(domain[1:-1]):
+            raise ValueError("%s: bad address literal (RFC 5321 4.1.3) in %r" % (what, value))
     else:
         for label in domain.split("."):
             if not label or label[0] == "-" or label[-1] == "-":
@@ -503,6 +509,69 @@ def _parse_address(value, what):
     if len(local.encode()) > 64 or len(domain.encode()) > 255 or len(s.encode()) > 254:
         raise ValueError("%s is too long (RFC 5321 4.5.3.1): %r" % (what, value))
     return name, s
+
+
+def _ipv4_ok(s):
+    parts = s.split(".")
+    if len(parts) != 4:
+        return False
+    for p in parts:
+        if not 0 < len(p) <= 3 or not _digits(p) or int(p) > 255:
+            return False
+    return True
+
+
+def _digits(s, hexa=False):
+    for ch in s:
+        if not ("0" <= ch <= "9" or hexa and ("a" <= ch <= "f" or "A" <= ch <= "F")):
+            return False
+    return True
+
+
+def _ipv6_ok(s):
+    if s[:1] == ":" and s[:2] != "::" or s[-1:] == ":" and s[-2:] != "::":
+        return False
+    groups = s.split(":")
+    room = 8
+    if groups and "." in groups[-1]:  # IPv6v4: the last 32 bits as dotted decimal
+        if not _ipv4_ok(groups.pop()):
+            return False
+        room = 6
+    comp = s.find("::")
+    if comp >= 0:
+        if s.find("::", comp + 1) >= 0:
+            return False
+        # "::" stands for at least two groups: at most room - 2 others (RFC 5321 4.1.3).
+        groups = [g for g in groups if g]
+        room -= 2
+        if len(groups) > room:
+            return False
+    elif len(groups) != room:
+        return False
+    for g in groups:
+        if not 0 < len(g) <= 4 or not _digits(g, True):
+            return False
+    return True
+
+
+def _literal_ok(s):
+    # RFC 5321 4.1.3 address literal, between the brackets: IPv4, "IPv6:" and an IPv6 address,
+    # or tag ":" dcontent. dcontent also excludes "<", ">" (and space): nothing can end the path.
+    c = s.find(":")
+    if c < 0:
+        return _ipv4_ok(s)
+    tag = s[:c]
+    if tag.upper() == "IPV6":
+        return _ipv6_ok(s[c + 1 :])
+    if not tag or tag[-1] == "-" or c == len(s) - 1:
+        return False
+    for ch in tag:
+        if not ("a" <= ch <= "z" or "A" <= ch <= "Z" or "0" <= ch <= "9" or ch == "-"):
+            return False
+    for ch in s[c + 1 :]:
+        if not "!" <= ch <= "~" or ch in "[]\\<>":
+            return False
+    return True
 
 
 def _parse_domain(value, what="client_domain"):
@@ -768,13 +837,13 @@ class SMTPClient:
                                        AUTH_XOAUTH2):
             raise ValueError("unknown authentication_type %r" % (authentication_type,))
         if username is not None:
-            _check_text(username, "username")
+            _check_text(username, "username", True)
             if not username:
                 raise ValueError("username is empty")
             if password is None:
                 raise ValueError("password is required with a username")
             if not callable(password):
-                _check_text(password, "password")
+                _check_text(password, "password", True)
             if authentication_type == AUTH_NONE:
                 raise ValueError("username given but authentication_type is AUTH_NONE")
         elif authentication_type not in (AUTH_AUTO, AUTH_NONE):
@@ -1302,9 +1371,11 @@ class SMTPClient:
             p = p()
             if not isinstance(p, (str, bytes)) or not p:
                 raise SMTPAuthenticationError("XOAUTH2 token provider returned no token",
-                                              AUTHENTICATION_ERROR)
-            if isinstance(p, str):
-                _check_text(p, "token")
+                                              AUTHENTICATION_ERROR, None, "AUTH", False)
+            try:
+                _check_text(p if isinstance(p, str) else _decode(p), "XOAUTH2 token", True)
+            except ValueError as e:  # a provider's bug, not the caller's argument: typed, no token
+                raise SMTPAuthenticationError(str(e), AUTHENTICATION_ERROR, None, "AUTH", False)
         return _bytes(p)
 
     def _choose_mechanism(self):
