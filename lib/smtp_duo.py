@@ -977,7 +977,13 @@ class SMTPClient:
             except BaseException:
                 yield from self._quit()
                 raise
-            yield from self._quit()
+            bye = yield from self._quit()
+            if bye is not None and bye.code != 221 and bye.code != 421 and not 500 <= bye.code <= 504:
+                # A mail command's reply where QUIT's belongs: the replies were out of step, so
+                # the one taken as the mail's final reply may not have been it.
+                raise SMTPProtocolError("reply to QUIT was %s: the server's replies were out of step "
+                                        "with the commands; the mail may not have been accepted" % bye,
+                                        INVALID_SERVER_REPLY, "QUIT")
             return reply
         if self._link is not None and (yield _RQ_READABLE):
             # Between mails the server has nothing to say: it closed the idle connection or
@@ -1230,14 +1236,17 @@ class SMTPClient:
         self._rpos = self._rend = 0
 
     def _quit(self):
-        # RFC 5321 4.1.1.10: QUIT ends every session; wait briefly for 221, then close.
+        # RFC 5321 4.1.1.10: QUIT ends every session; wait briefly for 221, then close. Returns
+        # the reply, or None when there was none.
+        reply = None
         if self._link is not None:
             try:
                 yield from self._command(b"QUIT", min(self.timeout, _QUIT_TIMEOUT))
-                yield from self._read_reply("QUIT", None, min(self.timeout, _QUIT_TIMEOUT))
+                reply = yield from self._read_reply("QUIT", None, min(self.timeout, _QUIT_TIMEOUT))
             except SMTPError:
                 pass
         self._close()
+        return reply
 
     # -- commands and replies ----------------------------------------------------------------
 
@@ -1255,6 +1264,8 @@ class SMTPClient:
     def _send(self, data, command, timeout=None):
         if self._link is None:
             raise SMTPConnectionError("not connected", command=command)
+        if self._rend > self._rpos:
+            self._unasked(command)
         self._io_deadline = self._deadline(timeout)
         try:
             yield data
@@ -1266,6 +1277,28 @@ class SMTPClient:
                 "connection lost while sending %s: %s" % (command, _errno_name(_errno_of(e))),
                 TRANSMIT_ERROR, command,
             )
+
+    def _unasked(self, command):
+        # Bytes left over after every reply asked for was read: a reply nobody asked for (a
+        # stray or early line), which would be taken as the answer to the next command.
+        self._close()
+        raise SMTPProtocolError("the server sent a reply the client did not ask for (before %s): "
+                                "replies out of step with commands" % command, INVALID_SERVER_REPLY,
+                                command)
+
+    def _quiet(self, command, closing_ok=False):
+        # Between exchanges the server has nothing to say: anything it sent is unasked. Its
+        # closing the connection is an SMTPConnectionError, or with closing_ok just the end.
+        if self._link is None:
+            return
+        if self._rend == self._rpos and (yield _RQ_READABLE):
+            try:
+                yield from self._fill(self._deadline(), command)
+            except SMTPConnectionError:
+                if not closing_ok:
+                    raise
+        if self._rend > self._rpos:
+            self._unasked(command)
 
     def _fill(self, deadline, command):
         # Make room, then read more bytes from the server into the receive buffer.
@@ -1482,6 +1515,7 @@ class SMTPClient:
         # message follows as one BDAT chunk, without dot-stuffing, in the same flight.
         msg.negotiate(self)
         msg.answered = False
+        yield from self._quiet("MAIL")
         pipe = self._ext & _X_PIPELINING != 0
         out = _Out(self)
         env = _Envelope()
@@ -1525,6 +1559,8 @@ class SMTPClient:
             yield from self._message(out, msg)
             reply = yield from self._read_reply("DATA")  # the final reply to the message
         self._dirty = False
+        # More replies than commands sent, now or in a moment: this one may not be the final one.
+        yield from self._quiet("the next command", True)
         if reply.code // 100 != 2:
             raise SMTPError("message refused: %s" % reply, MESSAGE_REPLY_ERROR, reply, "DATA")
         reply.refused = env.refused
