@@ -906,6 +906,7 @@ class SMTPClient:
         self._link = None
         self._io_deadline = 0
         self._in_session = False
+        self._v6 = False
         self._reset_connection_state()
 
     def _reset_connection_state(self):
@@ -1075,6 +1076,7 @@ class SMTPClient:
                 sock.settimeout(self.timeout)
                 sock.connect(info[-1])
                 _no_delay(socket, sock)
+                self._v6 = info[0] == getattr(socket, "AF_INET6", -1)  # the EHLO literal's family
                 return sock
             except OSError as e:
                 sock.close()
@@ -1190,15 +1192,12 @@ class SMTPClient:
     def _default_domain(self):
         # RFC 5321 4.1.4: without a name, the address literal of our end of the connection.
         try:
-            addr = self._link.sock.getsockname()
-            ip = addr[0] if isinstance(addr, tuple) else None
-            if ip is None and len(addr) >= 8 and addr[0] == 2:  # unix port: raw sockaddr_in
-                ip = "%d.%d.%d.%d" % (addr[4], addr[5], addr[6], addr[7])
-            if ip:
-                return ("[IPv6:%s]" % ip) if ":" in ip else ("[%s]" % ip)
+            ip = self._link.sock.getsockname()[0]  # CPython; MicroPython's sockets have none
+            return ("[IPv6:%s]" % ip) if ":" in ip else ("[%s]" % ip)
         except (AttributeError, OSError, IndexError, TypeError):
             pass
-        return "[127.0.0.1]"
+        # Unknown: the loopback literal of the connection's address family.
+        return "[IPv6:::1]" if self._v6 else "[127.0.0.1]"
 
     def _reset_extensions(self):
         self._ext = 0

@@ -286,6 +286,7 @@ class AsyncSMTPClient(smtp_duo.SMTPClient):
                 err = e
                 continue
             smtp_duo._no_delay(socket, sock)
+            self._v6 = info[0] == getattr(socket, "AF_INET6", -1)  # the EHLO literal's family
             link = _StreamLink(self, reader, writer, sock)
             if self.tls == TLS_IMPLICIT:
                 link = await link.start_tls(self._deadline())
