@@ -1,37 +1,39 @@
 # Freezing manifest for smtp_duo (MicroPython's tools/manifestfile.py reads this file).
 #
 # A board manifest, the file passed to the firmware build as FROZEN_MANIFEST, pulls it in with
-#     include("<checkout>/manifest.py")            # smtp_duo only
-#     include("<checkout>/manifest.py", md5=True)  # smtp_duo plus smtp_duo_md5
-#     include("<checkout>/manifest.py", aio=True)  # smtp_duo plus smtp_duo_async
-#     include("<checkout>/manifest.py", mime=True) # smtp_duo plus smtp_duo_mime
-# (options combine: aio=True, mime=True freezes both), where <checkout> is the absolute path of
-# this repository (or one relative to the board manifest). board/README.md shows complete board
-# manifests for ESP32_GENERIC and RPI_PICO_W.
+#     include("<checkout>/manifest.py")                      # the core: a plain or TLS alert
+#     include("<checkout>/manifest.py", mime=True, qp=True)  # options add extensions
+# where <checkout> is the absolute path of this repository (or one relative to the board
+# manifest). board/README.md shows complete board manifests for ESP32_GENERIC and RPI_PICO_W.
 #
-# md5=True also freezes smtp_duo_md5, a pure-Python MD5. smtp_duo imports it only for
-# AUTH CRAM-MD5, and only when hashlib has no md5 (Pico W firmware before 1.27), so most
-# builds leave it out and save the flash.
+# The core (smtp_duo) holds what an alert needs. Each option freezes one sibling module, which
+# smtp_duo imports only when a mail or a server needs it (README section 10):
+#   qp        smtp_duo_qp: quoted-printable text (8-bit text to a server without 8BITMIME,
+#             lines over 998 octets, a one-shot stream)
+#   mime      smtp_duo_mime: attachments, an HTML part, extra headers
+#   auth      smtp_duo_auth: AUTH CRAM-MD5 and XOAUTH2 (the core has PLAIN and LOGIN)
+#   md5       smtp_duo_md5: a pure-Python MD5 for CRAM-MD5 where hashlib has none (Pico W < 1.27)
+#   chunking  smtp_duo_chunking: SIZE= and the message as one BDAT chunk (CHUNKING)
+#   utf8      smtp_duo_utf8: non-ASCII addresses (SMTPUTF8)
+#   explain   smtp_duo_explain: what to do about a TLS or connection failure, in the message
+#   aio       smtp_duo_async: the asyncio client (needs the firmware's asyncio)
+#   outbox    smtp_duo_outbox: the persistent outbox
+#   all       every one of them
 
 metadata(
     description="SMTP client for MicroPython (NetX Duo SMTP client API) to send alert e-mails",
-    version="0.2.0",
+    version="0.3.0",
     license="MIT",
 )
 
-options.defaults(md5=False, aio=False, mime=False)
+options.defaults(qp=False, mime=False, auth=False, md5=False, chunking=False, utf8=False,
+                 explain=False, aio=False, outbox=False, all=False)
 
 # base_path="lib" makes the frozen name "smtp_duo", so `import smtp_duo` finds it.
 module("smtp_duo.py", base_path="lib")
 
-if options.md5:
-    module("smtp_duo_md5.py", base_path="lib")
-
-# aio=True also freezes smtp_duo_async, the asyncio client (it needs the firmware's asyncio).
-if options.aio:
-    module("smtp_duo_async.py", base_path="lib")
-
-# mime=True also freezes smtp_duo_mime: attachments, an HTML part and extra headers (mail_send's
-# attachments=, html= and headers=). smtp_duo imports it only for a mail that uses them.
-if options.mime:
-    module("smtp_duo_mime.py", base_path="lib")
+for option, name in (("qp", "qp"), ("mime", "mime"), ("auth", "auth"), ("md5", "md5"),
+                     ("chunking", "chunking"), ("utf8", "utf8"), ("explain", "explain"),
+                     ("aio", "async"), ("outbox", "outbox")):
+    if getattr(options, option) or options.all:
+        module("smtp_duo_%s.py" % name, base_path="lib")

@@ -48,7 +48,7 @@ def _timed_out():
 
 async def _within(aw, deadline):
     # An awaitable bounded by a smtp_duo deadline (ticks_ms); expiry is ETIMEDOUT, as on sockets.
-    left = smtp_duo._ticks_diff(deadline, smtp_duo._ticks_ms())
+    left = smtp_duo.ticks_diff(deadline, smtp_duo.ticks_ms())
     if left <= 0:
         raise _timed_out()
     try:
@@ -106,7 +106,7 @@ class _StreamLink:
 
     def _by(self, deadline):
         by = self.shake_by
-        return by if by is not None and smtp_duo._ticks_diff(by, deadline) < 0 else deadline
+        return by if by is not None and smtp_duo.ticks_diff(by, deadline) < 0 else deadline
 
     async def read_into(self, mv, deadline):
         try:
@@ -148,7 +148,7 @@ class _StreamLink:
         if self.shake_by is None:
             return e
         self.close()
-        return smtp_duo._tls_failure(e, self.client.port)
+        return smtp_duo.tls_error(e, self.client.port)
 
     def readable(self):
         if _MICROPYTHON:
@@ -185,18 +185,18 @@ class _StreamLink:
         if _MICROPYTHON:
             try:
                 kw = {"server_hostname": name} if name else {}
-                s = c._tls_ctx.wrap_socket(self.sock, do_handshake_on_connect=False, **kw)
+                s = c.tls_context.wrap_socket(self.sock, do_handshake_on_connect=False, **kw)
                 s.setblocking(False)
             except Exception as e:
                 self.close()
-                raise smtp_duo._tls_failure(e, c.port)
+                raise smtp_duo.tls_error(e, c.port)
             stream = asyncio.StreamReader(s)  # one Stream object reads and writes
             return _StreamLink(c, stream, stream, s, self.sock, deadline)
         try:
-            await _within(self.writer.start_tls(c._tls_ctx, server_hostname=name or ""), deadline)
+            await _within(self.writer.start_tls(c.tls_context, server_hostname=name or ""), deadline)
         except Exception as e:  # (cancelled: _drive() closes the link)
             self.close()  # half switched to TLS, the stream pair is unusable: drop it
-            raise smtp_duo._tls_failure(e, c.port)
+            raise smtp_duo.tls_error(e, c.port)
         return _StreamLink(c, self.reader, self.writer, self.writer.get_extra_info("socket"))
 
 
@@ -214,14 +214,27 @@ class AsyncSMTPClient(smtp_duo.SMTPClient):
                         mail_body="", cc=(), bcc=(), message_id=None, date=None, html=None,
                         attachments=(), headers=None):
         """As SMTPClient.mail_send(); other tasks run while the server is awaited."""
-        msg = smtp_duo._Message(self, recipient_address, priority, subject, mail_body, cc, bcc,
-                                message_id, date, html, attachments, headers)
+        msg = smtp_duo.Message(self, recipient_address, priority, subject, mail_body, cc, bcc,
+                               message_id, date, html, attachments, headers)
         async with self._lock:
-            return await self._arun(self._mail(msg))
+            return await self._arun(self.send_steps(msg))
 
     def session(self):
-        """Async context manager: one connection for several mail_send() calls."""
-        return _AsyncSession(self)
+        """`async with client.session() as s:` several mail_send() on one connection."""
+        if self._in_session:
+            raise ValueError("a session is already open on this client")
+        return self
+
+    async def __aenter__(self):
+        async with self._lock:
+            await self._arun(self.open_steps())
+            self._in_session = True
+        return self
+
+    async def __aexit__(self, *exc):
+        async with self._lock:
+            self._in_session = False
+            await self._arun(self.quit_steps())
 
     async def _arun(self, steps):
         try:
@@ -240,76 +253,59 @@ class AsyncSMTPClient(smtp_duo.SMTPClient):
             del self._closing[:]
 
     async def _drive(self, steps):
-        # smtp_duo.SMTPClient._run() with awaits: performs the I/O the protocol steps yield.
+        # SMTPClient._run() with awaits: the same requests (smtp_duo's "the I/O" section),
+        # done on asyncio streams.
         value = error = None
         while True:
             try:
-                rq = steps.send(value) if error is None else steps.throw(error)
+                kind, arg, deadline = steps.throw(error) if error else steps.send(value)
             except StopIteration as e:
                 return e.value
             value = error = None
             try:
-                if rq is None:
-                    value = await self._link.read_into(self._rmv[self._rend :], self._io_deadline)
-                elif type(rq) is not int:
-                    await self._link.write(rq, self._io_deadline)
-                elif rq == smtp_duo._RQ_OPEN:
-                    self._link = await self._aconnect()
-                elif rq == smtp_duo._RQ_TLS:
-                    self._link = await self._link.start_tls(self._deadline())
-                else:
+                if kind == "read":
+                    value = await self._link.read_into(arg, deadline)
+                elif kind == "write":
+                    await self._link.write(arg, deadline)
+                elif kind == "poll":
                     value = self._link.readable()
+                elif kind == "open":
+                    self._link = await self._aconnect(deadline)
+                else:
+                    self._link = await self._link.start_tls(deadline)
             except asyncio.CancelledError:
                 self._close()  # cancelled: no farewell, the task ends now
                 raise
             except SMTPError as e:  # the link's own verdict (a failed TLS handshake): it is closed
                 self._close()
                 error = e
-            except BaseException as e:  # thrown back: the step maps it and cleans up
+            except BaseException as e:  # thrown into the step, which maps it and closes
                 error = e
 
-    async def _aconnect(self):
+    async def _aconnect(self, deadline):
         import socket
 
         err = None
-        for info in self._addresses(socket):
+        for info in self.resolve(socket):
             addr = info[-1]
             host, port = (addr[0], addr[1]) if isinstance(addr, tuple) else (self.server_address, self.port)
             try:
                 if _MICROPYTHON:
-                    sock = await _connected(socket, info, self._deadline())
+                    sock = await _connected(socket, info, deadline)
                     reader = writer = asyncio.StreamReader(sock)  # one Stream reads and writes
                 else:
-                    reader, writer = await _within(asyncio.open_connection(host, port), self._deadline())
+                    reader, writer = await _within(asyncio.open_connection(host, port), deadline)
                     sock = writer.get_extra_info("socket")
             except OSError as e:
                 err = e
                 continue
-            smtp_duo._no_delay(socket, sock)
+            try:  # no Nagle (IPPROTO_TCP, TCP_NODELAY): later writes would wait for an ACK
+                sock.setsockopt(6, 1, 1)
+            except (OSError, AttributeError, TypeError):
+                pass
             self._v6 = info[0] == getattr(socket, "AF_INET6", -1)  # the EHLO literal's family
             link = _StreamLink(self, reader, writer, sock)
             if self.tls == TLS_IMPLICIT:
-                link = await link.start_tls(self._deadline())
+                link = await link.start_tls(deadline)
             return link
-        raise self._connect_error(err)
-
-
-class _AsyncSession:
-    def __init__(self, client):
-        self.client = client
-
-    async def __aenter__(self):
-        c = self.client
-        if c._in_session:
-            raise ValueError("a session is already open on this client")
-        async with c._lock:
-            await c._arun(c._open())
-            c._in_session = True
-        return c
-
-    async def __aexit__(self, *exc):
-        c = self.client
-        async with c._lock:
-            c._in_session = False
-            await c._arun(c._quit())
-        return False
+        raise self.connect_error(err)

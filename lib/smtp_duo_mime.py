@@ -1,21 +1,11 @@
 # smtp_duo_mime: multipart mail for smtp_duo. Attachments streamed in base64 through the
 # client's fixed buffers, an HTML alternative to the text, extra headers. smtp_duo imports it
 # when a mail uses html=, attachments= or headers=; a board that sends plain text leaves it out.
-# MIT licence.
+# It uses smtp_duo's extension surface (README section 10). MIT licence.
 
 import binascii
 
-from smtp_duo import (
-    _Text,
-    _Unknown,
-    _address_list,
-    _check_text,
-    _header,
-    _is_ascii,
-    _mailbox_tokens,
-    _phrase_tokens,
-    _random_hex,
-)
+from smtp_duo import Text, address_list, check_text, header, mailbox, phrase, unique
 
 # Refused in headers=: what smtp_duo writes itself (Bcc never: it would show the blind
 # copies), every Content-* (the MIME structure is smtp_duo's), and the trace and resent
@@ -69,12 +59,12 @@ def extra_headers(headers):
             seen.append(key)
         if key in _ADDRESS_HEADERS:  # one address, or a list of them
             tokens = []
-            for n, a in _address_list(value, "header " + name):
+            for n, a in address_list(value, "header " + name):
                 if tokens:
                     tokens[-1] = tokens[-1] + b","
-                tokens.extend(_mailbox_tokens(n, a))
+                tokens.extend(mailbox(n, a))
         else:
-            tokens = _phrase_tokens(_check_text(value, "header " + name))
+            tokens = phrase(check_text(value, "header " + name))
         out.append((name.encode(), tokens))
     return out
 
@@ -82,27 +72,31 @@ def extra_headers(headers):
 # -- the multipart tree --------------------------------------------------------------------------
 
 
-def compose(text, html, attachments, buf):
-    """The entity under the mail's headers, and its text parts: multipart/alternative for
-    text + HTML, multipart/mixed around it when there are attachments."""
+def compose(msg, html, attachments, headers, buf):
+    """Build the mail's MIME structure (smtp_duo.Message calls this): its extra headers, the
+    entity under its header (multipart/alternative for text + HTML, multipart/mixed around
+    it with attachments) and its text parts."""
+    if headers:
+        msg.extra = extra_headers(headers)
+    text = msg.text
     texts = [text]
     top = text
     if html is not None:
-        texts.append(_Text(html, b"html", buf))
+        texts.append(Text(html, b"html", buf))
         top = _Multipart(b"alternative", texts[:], texts)
     if attachments:
         if not isinstance(attachments, (list, tuple)):
             raise ValueError("attachments must be a list of (filename, source, content_type)")
         top = _Multipart(b"mixed", [top] + [_Attachment(a, buf) for a in attachments], texts)
-    return top, texts
+    msg.top = top
+    msg.texts = texts
 
 
 def _collides(boundary, texts):
     # A delimiter inside text held in RAM would end the part early (RFC 2046 5.1.1). Text
     # from a file or stream is not read twice for this: 96 random bits do not collide by chance.
     for t in texts:
-        b = t.body
-        chunks = (b.src,) if b.kind == "mem" else b.src if b.kind == "list" else ()
+        chunks = (t.src,) if t.kind == 0 else t.src if t.kind == 1 else ()
         tail = b""  # the end of the chunk before: a boundary split between two chunks
         for c in chunks:
             c = c.encode() if isinstance(c, str) else c
@@ -125,16 +119,16 @@ class _Multipart:
         self.texts = texts
         while True:
             # "=_" never occurs in base64 or quoted-printable output.
-            self.boundary = ("=_%s" % _random_hex(12)).encode()
+            self.boundary = ("=_%s" % unique(12)).encode()
             if not _collides(self.boundary, texts):
                 break
 
     def head(self, out):
-        yield from _header(out, b"Content-Type",
+        yield from header(out, b"Content-Type",
                            [b"multipart/" + self.kind + b";", b'boundary="' + self.boundary + b'"'])
         for t in self.texts:
             if t.cte == b"8bit":  # RFC 2045 6.4: a multipart is as 8-bit as its parts
-                yield from _header(out, b"Content-Transfer-Encoding", [b"8bit"])
+                yield from header(out, b"Content-Transfer-Encoding", [b"8bit"])
                 break
 
     def write(self, out):
@@ -159,9 +153,9 @@ class _Multipart:
 
 
 def _content_type(value):
-    if not isinstance(value, str) or not _is_ascii(value):
+    if not isinstance(value, str) or len(value.encode()) != len(value):
         raise ValueError("attachment content_type must be an ASCII str: %r" % (value,))
-    _check_text(value, "attachment content_type")
+    check_text(value, "attachment content_type")
     kind = value.split(";", 1)[0].strip()
     slash = kind.find("/")
     if slash <= 0 or slash == len(kind) - 1 or " " in kind or len(value) > 200:
@@ -217,7 +211,7 @@ class _Attachment:
         if not isinstance(spec, (tuple, list)) or len(spec) not in (2, 3):
             raise ValueError("an attachment is (filename, source, content_type)")
         filename, src = spec[0], spec[1]
-        _check_text(filename, "attachment filename")
+        check_text(filename, "attachment filename")
         if not filename.strip() or "/" in filename or "\\" in filename:
             raise ValueError("attachment filename must be a file name without a path: %r" % filename)
         ct = spec[2] if len(spec) == 3 and spec[2] is not None else "application/octet-stream"
@@ -242,16 +236,17 @@ class _Attachment:
     def head(self, out):
         tokens = self.type_tokens[:]
         tokens[-1] = tokens[-1] + b";"
-        yield from _header(out, b"Content-Type", tokens + _param_tokens(b"name", self.filename))
-        yield from _header(out, b"Content-Disposition",
+        yield from header(out, b"Content-Type", tokens + _param_tokens(b"name", self.filename))
+        yield from header(out, b"Content-Disposition",
                            [b"attachment;"] + _param_tokens(b"filename", self.filename))
-        yield from _header(out, b"Content-Transfer-Encoding", [b"base64"])
+        yield from header(out, b"Content-Transfer-Encoding", [b"base64"])
 
     def write(self, out):
         if out.counting:
             if self.size is None:
-                raise _Unknown
-            out.n += _base64_size(self.size)
+                out.unknown = True
+            else:
+                out.n += _base64_size(self.size)
             return
         yield from out.flush()  # the part's headers are in the buffer: room for half of it
         lines = min(len(self.buf) // _LINE_IN, len(out.buf) // 2 // 78)
@@ -298,3 +293,19 @@ class _Attachment:
                 yield from out.flush()
             if n < step:
                 return
+
+
+def b64encode_into(src, dst, start=0):
+    """Write the base64 encoding of `src` into bytearray `dst` at `start`, without newlines;
+    return the end index. ValueError if `dst` is too small. Allocates only small pieces."""
+    n = len(src)
+    if start + (n + 2) // 3 * 4 > len(dst):
+        raise ValueError("base64 buffer too small")
+    mv = memoryview(src)
+    o = start
+    for i in range(0, n, 48):  # 48 octets -> 64 characters per binascii call
+        piece = binascii.b2a_base64(mv[i : min(i + 48, n)])
+        k = len(piece) - 1  # binascii's newline
+        dst[o : o + k] = piece[:k]
+        o += k
+    return o

@@ -254,7 +254,7 @@ class Outbox:
         """Seconds until flush() will try the server again (0: now)."""
         if self._retry_at is None:
             return 0
-        left = smtp_duo._ticks_diff(self._retry_at, smtp_duo._ticks_ms())
+        left = smtp_duo.ticks_diff(self._retry_at, smtp_duo.ticks_ms())
         return max(0, left) / 1000
 
     def flush(self, max_seconds=None):
@@ -272,13 +272,13 @@ class Outbox:
         items = self._items()
         if not items or self.retry_in() > 0:
             return 0
-        start = smtp_duo._ticks_ms()
+        start = smtp_duo.ticks_ms()
         sent = 0
         try:
             with self.client.session() as s:
                 for ident in items:
-                    if max_seconds is not None and smtp_duo._ticks_diff(
-                            smtp_duo._ticks_ms(), start) > max_seconds * 1000:
+                    if max_seconds is not None and smtp_duo.ticks_diff(
+                            smtp_duo.ticks_ms(), start) > max_seconds * 1000:
                         break
                     if self._send_one(s, ident):
                         sent += 1
@@ -456,7 +456,7 @@ class Outbox:
         delay = min(self.retry_cap, self.retry_base * (1 << min(self._failures - 1, 16)))
         jitter = int.from_bytes(os.urandom(2), "big") / 65536 if hasattr(os, "urandom") else 0.5
         delay = delay * (0.5 + jitter / 2)  # half to all of it: outboxes do not retry in step
-        self._retry_at = smtp_duo._ticks_add(smtp_duo._ticks_ms(), int(delay * 1000))
+        self._retry_at = smtp_duo.ticks_add(smtp_duo.ticks_ms(), int(delay * 1000))
 
 
 def _sync_directory(path):

@@ -513,8 +513,8 @@ class Counting(smtp_duo.SMTPClient):
         smtp_duo.SMTPClient.__init__(self, *args, **kw)
         self.links = []
 
-    def _connect(self):
-        link = smtp_duo.SMTPClient._connect(self)
+    def _connect(self, deadline, link=None):
+        link = smtp_duo.SMTPClient._connect(self, deadline, link)
         self.links.append(link)
         return link
 

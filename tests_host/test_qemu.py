@@ -370,7 +370,8 @@ class _FakeSock:
             return None  # would block
         return self.srv.read_into(mv, 0)
 
-    def write(self, mv):
+    def write(self, mv, off=0, n=None):  # a board socket's write(buf, off, len)
+        mv = memoryview(mv)[off : len(mv) if n is None else off + n]
         self.srv.write(mv, 0)
         return len(mv)
 
@@ -390,6 +391,9 @@ class _Poll:
         if self.events & 1 and not self.sock.readable():
             return []  # a silent server: the client's deadline decides
         return [(self.sock, self.events)]
+
+    def ipoll(self, timeout=-1):
+        return iter(self.poll(timeout))
 
 
 class _Module:

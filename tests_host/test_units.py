@@ -9,13 +9,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import smtp_duo
+from smtp_duo_qp import QP
 
 from test_portable import Collect, normalise, unstuff
 
 
+def stream(chunks, sink, window):
+    # A text part through a sink (smtp_duo's plain one, or quoted-printable) into memory.
+    for _ in smtp_duo.Text(chunks, b"plain", bytearray(16)).feed(sink, window, Collect()):
+        pass
+
+
 def wire(chunks, sink=smtp_duo._Plain):
     out = Collect()
-    smtp_duo._Body(list(chunks), bytearray(16)).stream(sink(out), 5)
+    stream(list(chunks), sink(out), 5)
     return out.value()
 
 
@@ -36,7 +43,7 @@ def test_wire_is_normalised_stuffed_and_has_no_end_of_data(data, cuts):
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300), st.lists(st.integers(0, 600), max_size=4))
 def test_quoted_printable_decodes_with_quopri(data, cuts):
-    w = wire(split(data, cuts), smtp_duo._QP)
+    w = wire(split(data, cuts), QP)
     assert quopri.decodestring(unstuff(w).replace(b"\r\n", b"\n")) == normalise(data).replace(b"\r\n", b"\n")
     assert all(len(line) <= 76 for line in unstuff(w).split(b"\r\n"))
 
@@ -44,7 +51,7 @@ def test_quoted_printable_decodes_with_quopri(data, cuts):
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=120))
 def test_encoded_words_decode_with_email_header(text):
-    words = smtp_duo._encoded_words(text.encode())
+    words = smtp_duo.phrase(text, True)
     if not text:
         assert words == []
         return
@@ -56,7 +63,7 @@ def test_encoded_words_decode_with_email_header(text):
 def test_body_types_refused_before_anything_is_sent():
     for bad in (5, None, 3.5, [b"ok", 5], object()):
         with pytest.raises(ValueError):
-            smtp_duo._Body(bad, bytearray(16))
+            smtp_duo.Text(bad, b"plain", bytearray(16))
 
 
 def test_constructor_positional_order_and_keywords():
@@ -158,11 +165,11 @@ def test_quoted_printable_against_quopri_at_random_boundaries(seed):
         chunks = split(data, [rnd.randrange(len(data) + 1) for _ in range(rnd.randrange(12))])
         window = rnd.choice((1, 2, 3, rnd.randrange(1, 80), rnd.randrange(1, 1500)))
         out = QPCollect()
-        smtp_duo._Body(chunks, bytearray(16)).stream(smtp_duo._QP(out), window)
+        stream(chunks, QP(out), window)
         qp_check(data, out.value())
         # With dot-stuffing (DATA): the same lines, a dot before each line that starts with one.
         stuffed = Collect()
-        smtp_duo._Body(chunks, bytearray(16)).stream(smtp_duo._QP(stuffed), window)
+        stream(chunks, QP(stuffed), window)
         assert unstuff(stuffed.value()) == out.value()
         assert (b"\r\n" + stuffed.value()).find(b"\r\n.\r\n") < 0
 
@@ -174,7 +181,7 @@ def test_quoted_printable_edge_lines():
     for data in cases:
         for window in (1, 7, 255):
             out = QPCollect()
-            smtp_duo._Body([data], bytearray(16)).stream(smtp_duo._QP(out), window)
+            stream([data], QP(out), window)
             qp_check(data, out.value())
 
 

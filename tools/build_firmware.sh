@@ -94,7 +94,7 @@ manifest_text() {
         # shellcheck disable=SC2016 # $(MPY_DIR) is for manifestfile.py, not the shell
         echo 'include("$(MPY_DIR)/extmod/asyncio")'
     fi
-    printf 'include("%s", md5=True)\n' "$repo_root/manifest.py"
+    printf 'include("%s", all=True)\n' "$repo_root/manifest.py"
 }
 
 output_of() {

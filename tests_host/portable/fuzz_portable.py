@@ -414,14 +414,14 @@ def reply_cost(reply, command, debug_on):
     srv = MemServer()
     c = MemClient(srv, debug=debug if debug_on else None)
     c._link = srv.connect()
-    c._run(c._read_reply("greeting"))
+    c._run(c._reply("greeting"))
     srv.out = reply
     on_line = c._ehlo_line if command == "EHLO" else None
     gc.collect()
     before = gc.mem_alloc()
     gc.disable()
     try:
-        c._run(c._read_reply(command, on_line))
+        c._run(c._reply(command, None, on_line))
     except MemoryError:
         return "MemoryError"  # more than the heap had free
     finally:

@@ -231,7 +231,7 @@ class MemClient(smtp_duo.SMTPClient):
         smtp_duo.SMTPClient.__init__(self, **kw)
         self.server = server
 
-    def _connect(self):
+    def _connect(self, deadline, link=None):
         return self.server.connect()
 
 
@@ -259,7 +259,7 @@ def async_client(server, **kw):
     import smtp_duo_async
 
     class AsyncMemClient(smtp_duo_async.AsyncSMTPClient):
-        async def _aconnect(self):
+        async def _aconnect(self, deadline):
             return _AsyncLink(self.server.connect())
 
     kw.setdefault("server_address", "mem.test")

@@ -11,6 +11,7 @@ import sys
 
 import smtp_duo
 from memserver import Collect, MemClient, MemServer
+from smtp_duo_qp import QP
 
 
 def check(cond, what=""):
@@ -33,10 +34,16 @@ def stuffed(m):
 
 
 def wire(chunks, sink_class=None):
+    # A text part streamed (normalised, stuffed) into memory, windows of 255 octets.
     out = Collect()
-    body = smtp_duo._Body(chunks, bytearray(16))
-    body.stream((sink_class or smtp_duo._Plain)(out), 255)
+    text = smtp_duo.Text(chunks, b"plain", bytearray(16))
+    for _ in text.feed((sink_class or smtp_duo._Plain)(out), 255, out):
+        pass
     return out.value()
+
+
+def b64(data):
+    return binascii.b2a_base64(data)[:-1]
 
 
 def rng(seed):
@@ -57,14 +64,14 @@ def rand_bytes(rnd, n, alphabet=None):
 
 
 def test_plain_vector_rfc4954():
-    check(smtp_duo._b64(b"test\0test\x001234") == b"dGVzdAB0ZXN0ADEyMzQ=")
-    check(smtp_duo._b64(b"\0user\0pass") == b"AHVzZXIAcGFzcw==")
+    check(b64(b"test\0test\x001234") == b"dGVzdAB0ZXN0ADEyMzQ=")
+    check(b64(b"\0user\0pass") == b"AHVzZXIAcGFzcw==")
 
 
 def test_cram_md5_vector_rfc2195():
     r = smtp_duo.cram_md5_response(b"tim", b"tanstaaftanstaaf", b"<1896.697170952@postoffice.reston.mci.net>")
     check(r == b"tim b913a602c7eda7a495b4e6e7334d3890", r)
-    check(smtp_duo._b64(r) == b"dGltIGI5MTNhNjAyYzdlZGE3YTQ5NWI0ZTZlNzMzNGQzODkw")
+    check(b64(r) == b"dGltIGI5MTNhNjAyYzdlZGE3YTQ5NWI0ZTZlNzMzNGQzODkw")
 
 
 def test_cram_md5_long_secret_is_hashed_first():
@@ -75,7 +82,7 @@ def test_cram_md5_long_secret_is_hashed_first():
 
 def test_xoauth2_vector():
     s = smtp_duo.xoauth2_string(b"someuser@example.com", b"ya29.vF9dft4qmTc2Nvb3RlckBhdHRhdmlzdGEuY29tCg")
-    check(smtp_duo._b64(s) == (b"dXNlcj1zb21ldXNlckBleGFtcGxlLmNvbQFhdXRoPUJlYXJlciB5YTI5LnZGOWRmdDRxbVRjMk52"
+    check(b64(s) == (b"dXNlcj1zb21ldXNlckBleGFtcGxlLmNvbQFhdXRoPUJlYXJlciB5YTI5LnZGOWRmdDRxbVRjMk52"
                                 b"YjNSbGNrQmhkSFJoZG1semRHRXVZMjl0Q2cBAQ=="))
 
 
@@ -119,13 +126,15 @@ def test_normalise_random_property():
         check((b"\r\n" + w).find(b"\r\n.\r\n") < 0, m)  # no end of data inside the body
 
 
-def test_stats_find_longest_wire_line_and_eight_bit():
-    st = smtp_duo._Body([b"ab\r", b"\nc" + b"d" * 997, b"\n.", b"x" * 997], bytearray(16)).stats
-    check(st.longest == 999, st.longest)  # the stuffed dot counts: ".xxx" is 999 on the wire
-    check(not st.eight_bit and not st.nul)
+def test_scan_finds_long_wire_lines_and_eight_bit():
+    st = smtp_duo.Text([b"ab\r", b"\nc" + b"d" * 997, b"\n.", b"x" * 997], b"plain", bytearray(16))
+    check(st.long, "a stuffed dot counts: .xxx is 999 on the wire")
+    check(not st.eight)
     check(st.size == len(normalise(b"ab\r\nc" + b"d" * 997 + b"\n." + b"x" * 997)))
-    st = smtp_duo._Body(["\u00e9\x00"], bytearray(16)).stats
-    check(st.eight_bit and st.nul)
+    st = smtp_duo.Text([b"ab\r", b"\nc" + b"d" * 997, b"\n", b"x" * 998], b"plain", bytearray(16))
+    check(not st.long, "998 octets is the limit")
+    st = smtp_duo.Text(["\u00e9\x00"], b"plain", bytearray(16))
+    check(st.eight and st.long, "a NUL goes quoted-printable, as a long line does")
 
 
 def wire_lines(m):
@@ -153,15 +162,16 @@ def test_stats_match_the_normalised_body_at_every_split():
         cuts = [rnd.getrandbits(12) % (len(m) + 1) for _ in range(rnd.getrandbits(2))]
         cuts = sorted(cuts)
         chunks = [m[a:b] for a, b in zip([0] + cuts, cuts + [len(m)])]
-        st = smtp_duo._Body(chunks, bytearray(8 + rnd.getrandbits((4, 8, 12)[rnd.getrandbits(2) % 3]))).stats
+        st = smtp_duo.Text(chunks, b"plain", bytearray(8 + rnd.getrandbits((4, 8, 12)[rnd.getrandbits(2) % 3])))
         longest, size = wire_lines(m)
         check(st.size == size, (case, st.size, size))
-        check(st.longest == longest if longest > 997 else st.longest <= 997, (case, st.longest, longest))
-        check(st.eight_bit == (max(m + b"\0") >= 0x80), case)
-        check(st.nul == (m.find(b"\0") >= 0), case)
+        check(st.long == (longest > 998 or m.find(b"\0") >= 0), (case, st.long, longest))
+        check(st.eight == (max(m + b"\0") >= 0x80), case)
     for pad in range(0, 520, 3):  # a 998-octet line between two others, at every offset
         m = b"a\n" + b"y" * pad + b"\n" + b"x" * 998 + b"\nb\n"
-        check(smtp_duo._Body(m, bytearray(4096)).stats.longest == 998, pad)
+        check(not smtp_duo.Text(m, b"plain", bytearray(4096)).long, pad)
+        check(smtp_duo.Text(m + b"." + m, b"plain", bytearray(4096)).long is False, pad)
+        check(smtp_duo.Text(m.replace(b"\nx", b"\n.x"), b"plain", bytearray(4096)).long, pad)
 
 
 # -- quoted-printable -----------------------------------------------------------------------------
@@ -198,7 +208,7 @@ def test_quoted_printable_round_trip_and_line_limits():
     for _ in range(120):
         m = rand_bytes(rnd, rnd.getrandbits(9), alphabet)
         cut = rnd.getrandbits(9) % (len(m) + 1)
-        w = wire([m[:cut], m[cut:]], smtp_duo._QP)
+        w = wire([m[:cut], m[cut:]], QP)
         for line in w.split(b"\r\n"):
             check(len(line) <= 76 + (1 if line[:2] == b".." else 0), line)
             check(line[-1:] not in (b" ", b"\t"), line)
@@ -226,14 +236,19 @@ def test_encoded_words_never_split_characters():
     rnd = rng(4)
     for _ in range(200):
         text = "".join([chars[rnd.getrandbits(8) % len(chars)] for _ in range(rnd.getrandbits(7))])
-        words = smtp_duo._encoded_words(text.encode())
+        words = smtp_duo.phrase(text, True)
         check(b64decode_words(words) == text.encode(), text)
 
 
 def test_header_folding_keeps_lines_short_and_content_exact():
     out = Collect()
     boxes = [(None, "user%d@example.com" % i) for i in range(12)] + [("Zoë Ångström", "z@example.org")]
-    for _ in smtp_duo._address_header(out, b"To", boxes):
+    tokens = []
+    for n, a in boxes:
+        tokens += smtp_duo.mailbox(n, a)
+        tokens[-1] += b","
+    tokens[-1] = tokens[-1][:-1]
+    for _ in smtp_duo.header(out, b"To", tokens):
         pass
     head = out.value()
     for line in head.split(b"\r\n")[:-1]:
@@ -267,7 +282,7 @@ def test_buffer_size_follows_the_heap_unless_given():
 
 
 def test_addresses_accepted_and_refused():
-    pa = smtp_duo._parse_address
+    pa = smtp_duo.address
     check(pa("a@b.example", "x") == (None, "a@b.example"))
     check(pa("<a@b.example>", "x") == (None, "a@b.example"))
     check(pa("Bob Smith <bob@example.com>", "x") == ("Bob Smith", "bob@example.com"))
@@ -378,7 +393,7 @@ def test_tls_failures_say_what_to_do():
         (ValueError("The certificate validity has expired"), "set the board's clock", True),
     ]
     for exc, words, temporary in cases:
-        e = smtp_duo._tls_failure(exc, 587)
+        e = smtp_duo.tls_error(exc, 587)  # with smtp_duo_explain installed: what to do, too
         check(isinstance(e, smtp_duo.SMTPTLSError) and isinstance(e, smtp_duo.SMTPError), exc)
         check(words in e.message and e.temporary == temporary and e.status == smtp_duo.TLS_ERROR, (exc, e.message))
 

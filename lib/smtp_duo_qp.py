@@ -1,0 +1,65 @@
+# smtp_duo_qp: quoted-printable text parts for smtp_duo (RFC 2045 6.7), for text that cannot
+# go 7bit or 8bit: 8-bit text to a server without 8BITMIME, a line over 998 octets, a NUL,
+# or a one-shot stream that cannot be scanned first. smtp_duo imports it when a mail needs
+# it (README section 5). MIT licence.
+
+_HEX = b"0123456789ABCDEF"
+
+
+class QP:
+    """The quoted-printable sink of a smtp_duo text part: text(w) takes CRLF-normalised
+    windows, end() finishes. Lines of at most 76 characters with soft breaks; "=", a blank
+    before a line end and every other octet outside printable ASCII as =XX; a line-leading
+    "." stuffed under DATA. A line is built in a small buffer and put whole."""
+
+    def __init__(self, out):
+        self.out = out
+        self.line = bytearray(76)
+        self.col = 0
+        self.blank = -1  # a space or tab held back: encoded if the line ends after it
+
+    def text(self, w):
+        n = len(w)
+        i = 0
+        while i < n:
+            c = w[i]
+            i += 1
+            if c == 13:  # the windows are CRLF-normalised: an LF follows
+                i += 1
+                self.end(True)
+                continue
+            if self.blank >= 0:
+                self._emit(self.blank, 1)
+                self.blank = -1
+            if c == 32 or c == 9:
+                self.blank = c
+            else:
+                self._emit(c, 3 if c == 61 or c > 126 or c < 32 else 1)
+
+    def _emit(self, c, width):
+        if self.col + width > 75:  # a soft line break
+            self._put(b"=\r\n")
+        if width == 1:
+            if not self.col and c == 46 and self.out.dots:
+                self.out.stuff()
+            self.line[self.col] = c
+        else:
+            self.line[self.col : self.col + 3] = b"=" + _HEX[c >> 4 : (c >> 4) + 1] + _HEX[c & 15 : (c & 15) + 1]
+        self.col += width
+
+    def _put(self, end):
+        self.out.put(memoryview(self.line)[: self.col])
+        self.out.put(end)
+        self.col = 0
+
+    def end(self, eol=False):
+        """The end of a line (eol), or of the text: a held blank encoded, CRLF."""
+        if self.blank >= 0:  # RFC 2045 6.7 (3): a trailing blank is encoded
+            if self.col + 3 > 76:
+                self._put(b"=\r\n")
+            c = self.blank
+            self.blank = -1
+            self.line[self.col : self.col + 3] = b"=" + _HEX[c >> 4 : (c >> 4) + 1] + _HEX[c & 15 : (c & 15) + 1]
+            self.col += 3
+        if eol or self.col:
+            self._put(b"\r\n")
