@@ -12,7 +12,7 @@ except ImportError:  # CPython
 import binascii
 import sys
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 AUTH_AUTO = const(0)
 AUTH_LOGIN = const(1)

@@ -8,6 +8,8 @@ import pytest
 import replies_portable
 import test_mime_portable
 import test_portable
+
+import smtp_duo
 from conftest import HERE, ROOT, compile_mpy, mpy_cross_cmd, run_micropython
 
 MODULES = {"test_portable": test_portable, "test_mime_portable": test_mime_portable,
@@ -56,7 +58,7 @@ def test_library_imports_from_source_and_compiles_for_the_boards(micropython, tm
     # mpy-cross must accept it for each board architecture.
     p = subprocess.run([str(micropython), "-c", "import smtp_duo, smtp_duo_md5; print(smtp_duo.__version__)"],
                        capture_output=True, text=True, env={"MICROPYPATH": str(ROOT / "lib")}, timeout=60)
-    assert p.returncode == 0 and p.stdout.strip() == "0.2.0", p.stdout + p.stderr
+    assert p.returncode == 0 and p.stdout.strip() == smtp_duo.__version__, p.stdout + p.stderr
     for src in sorted((ROOT / "lib").glob("*.py")):
         for arch in ("armv6m", "xtensawin", "rv32imc"):
             out = tmp_path / (src.stem + "-" + arch + ".mpy")
