@@ -289,13 +289,15 @@ class SMTPClient:
         """Send one mail: the server's final Reply, or SMTPError. Bad arguments raise
         ValueError before anything is sent (README section 3)."""
         return self._run(self.send_steps(Message(
-            self, recipient_address, priority, subject, mail_body, cc, bcc, message_id, date,
-            html, attachments, headers)))
+            self, recipient_address, priority=priority, subject=subject, body=mail_body, cc=cc,
+            bcc=bcc, message_id=message_id, date=date, html=html, attachments=attachments,
+            headers=headers)))
 
     def check_mail(self, recipient_address, priority=PRIORITY_NORMAL, subject="", cc=(), bcc=(),
                    headers=None):
         """Check a mail's arguments as mail_send() does, sending nothing."""
-        Message(self, recipient_address, priority, subject, "", cc, bcc, headers=headers)
+        Message(self, recipient_address, priority=priority, subject=subject, cc=cc, bcc=bcc,
+                headers=headers)
 
     def new_message_id(self):
         """A fresh Message-ID on client_domain, else on from_address's domain."""
@@ -774,8 +776,8 @@ _PRIORITY = {PRIORITY_HIGH: b"1 (Highest)\r\nImportance: high",
 class Message:
     """A mail checked and ready to stream. It holds no copy of the body."""
 
-    def __init__(self, client, to, priority, subject, body, cc, bcc, message_id=None, date=None,
-                 html=None, attachments=(), headers=None):
+    def __init__(self, client, to, priority=PRIORITY_NORMAL, subject="", body="", cc=(), bcc=(),
+                 message_id=None, date=None, html=None, attachments=(), headers=None):
         if priority not in _PRIORITY:
             raise ValueError("bad priority")
         self.priority = priority

@@ -214,8 +214,9 @@ class AsyncSMTPClient(smtp_duo.SMTPClient):
                         mail_body="", cc=(), bcc=(), message_id=None, date=None, html=None,
                         attachments=(), headers=None):
         """As SMTPClient.mail_send(); other tasks run while the server is awaited."""
-        msg = smtp_duo.Message(self, recipient_address, priority, subject, mail_body, cc, bcc,
-                               message_id, date, html, attachments, headers)
+        msg = smtp_duo.Message(self, recipient_address, priority=priority, subject=subject,
+                               body=mail_body, cc=cc, bcc=bcc, message_id=message_id, date=date,
+                               html=html, attachments=attachments, headers=headers)
         async with self._lock:
             return await self._arun(self.send_steps(msg))
 

@@ -296,8 +296,9 @@ class Outbox:
         try:
             f = open(_join(self.directory, ident + _MAIL), "rb")
             head = self._load(f)
-            session.mail_send(head["to"], head["priority"], head["subject"], f, head["cc"],
-                              head["bcc"], head["message_id"], head["date"])
+            session.mail_send(head["to"], priority=head["priority"], subject=head["subject"],
+                              mail_body=f, cc=head["cc"], bcc=head["bcc"],
+                              message_id=head["message_id"], date=head["date"])
             reply = None
         except smtp_duo.SMTPError as e:
             if e.temporary:
