@@ -706,16 +706,16 @@ class SMTPClient:
                 return a
         except OSError as e:
             a = e
-        raise SMTPConnectionError("cannot resolve %r (%s)" % (self.server_address, a),
-                                  IP_ADDRESS_ERROR, "connect")
+        raise SMTPConnectionError(_explained("cannot resolve %r (%s)" % (self.server_address, a), a,
+                                             self), IP_ADDRESS_ERROR, "connect")
 
     def connect_error(self, e):
         """The SMTPError for a failed connect."""
         if _is_timeout(e):
-            return SMTPTimeoutError("connect to %s:%d timed out" % (self.server_address, self.port),
-                                    "connect")
-        return SMTPConnectionError("cannot connect to %s:%d: %s" % (self.server_address, self.port,
-                                                                   _why(e)), command="connect")
+            return SMTPTimeoutError(_explained("connect to %s:%d timed out" % (
+                self.server_address, self.port), e, self), "connect")
+        return SMTPConnectionError(_explained("cannot connect to %s:%d: %s" % (
+            self.server_address, self.port, _why(e)), e, self), command="connect")
 
     def _connect(self, deadline, link=None):
         # A connection (or, given `link`, TLS over it); the portable tests substitute an
@@ -814,6 +814,9 @@ class Message:
         self.extra = []  # (name, tokens): headers=
         if headers or html is not None or attachments:
             _need("smtp_duo_mime", "mime").compose(self, html, attachments, headers, client._cbuf)
+        for t in self.texts:  # a stream, a long line or a NUL: quoted-printable, whatever the server
+            if t.long or t.size is None:
+                _need("smtp_duo_qp", "qp")
         self.size = None  # the message's octets, when known (smtp_duo_chunking sets it)
         self.params = b""
         self.answered = False  # the server answered a command of this mail (not with 421)
@@ -965,9 +968,10 @@ class Text:
         self.cte = b"8bit" if self.eight else b"7bit"
         if self.long or self.size is None or self.eight and not e8:
             self.cte = b"quoted-printable"
-            if not _load("smtp_duo_qp"):
-                raise SMTPNotSupportedError("this text needs quoted-printable: install smtp_duo_qp "
-                                            "(README section 5)", INVALID_PARAM, None, "MAIL", False)
+            if not _load("smtp_duo_qp"):  # (known before connecting but for 8BITMIME: Message)
+                raise SMTPNotSupportedError("8-bit text, and the server has no 8BITMIME: it " +
+                                            _how("smtp_duo_qp", "qp"), INVALID_PARAM, None, "MAIL",
+                                            False)
         return self.cte == b"8bit"
 
     def head(self, out):
@@ -1440,13 +1444,23 @@ def _is_timeout(e):
         return False
 
 
+def _explained(message, e, client):
+    # With smtp_duo_explain installed, what to do about a failed connect, in the message.
+    explain = _load("smtp_duo_explain")
+    return explain.connect(message, e, client.server_address, client.port) if explain else message
+
+
 def _need(module, option):
     # An extension this mail or configuration needs, or an ImportError that says how to get it.
     m = _load(module)
     if not m:
-        raise ImportError("needs %s.py: mip install %s, or freeze it (manifest.py option "
-                          "%s=True)" % (module, module.replace("_", "-"), option))
+        raise ImportError(_how(module, option))
     return m
+
+
+def _how(module, option):
+    return "needs %s.py: mip install %s, or freeze it (manifest.py option %s=True)" % (
+        module, module.replace("_", "-"), option)
 
 
 def _load(module):

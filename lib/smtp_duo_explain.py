@@ -49,7 +49,7 @@ def connect(message, e, host, port):
     low = str(e).lower()
     if "resolve" in message:
         tip = "is the network up and the name right? An IP address avoids the lookup"
-    elif "refused" in low or "111" in low:
+    elif "ECONNREFUSED" in message or "refused" in low:
         tip = "nothing listens on %s port %d: check the host and port" % (host, port)
     elif "timed out" in message:
         tip = "no answer from %s: a firewall, a wrong address, or weak Wi-Fi" % host

@@ -263,19 +263,20 @@ def _authenticator(server, session, envelope, mechanism, data):
 
 @pytest.fixture
 def smtpd():
-    """smtpd(**Controller options) -> a started aiosmtpd Controller on 127.0.0.1
-    (handler: Recorder; AUTH PLAIN/LOGIN/XOAUTH2 allowed without TLS unless overridden)."""
+    """smtpd(handler=None, **Controller options) -> a started aiosmtpd Controller on 127.0.0.1
+    (handler: a Recorder unless given; AUTH PLAIN/LOGIN/XOAUTH2 allowed without TLS unless
+    overridden)."""
     try:
         from aiosmtpd.controller import Controller
     except ImportError:
         require(False, "aiosmtpd")
     controllers = []
 
-    def start(**options):
+    def start(handler=None, **options):
         kw = dict(hostname="127.0.0.1", port=free_port(), authenticator=_authenticator,
                   auth_require_tls=False, enable_SMTPUTF8=True, data_size_limit=2 ** 25)
         kw.update(options)
-        ctl = Controller(Recorder(), **kw)
+        ctl = Controller(handler or Recorder(), **kw)
         ctl.start()
         controllers.append(ctl)
         return ctl
