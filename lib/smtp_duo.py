@@ -586,7 +586,7 @@ class SMTPClient:
         # Make room, then read more of the server's bytes into the receive buffer.
         if self._rpos:
             n = self._rend - self._rpos
-            self._rbuf[:n] = self._rbuf[self._rpos : self._rend]
+            self._rbuf[:n] = self._rmv[self._rpos : self._rend]  # memmove: no copy of the line
             self._rpos, self._rend = 0, n
         if self._rend == _LINE_MAX:
             self._close()
@@ -595,7 +595,8 @@ class SMTPClient:
         if not self._link:
             raise SMTPConnectionError("not connected", command=command)
         try:
-            n = yield "read", self._rmv[self._rend :], deadline
+            # (the whole buffer when empty: no new memoryview for most reads)
+            n = yield "read", self._rmv[self._rend :] if self._rend else self._rmv, deadline
         except OSError as e:
             self._close()
             if _is_timeout(e):
