@@ -15,6 +15,7 @@ class QP:
     def __init__(self, out):
         self.out = out
         self.line = bytearray(76)
+        self.mv = memoryview(self.line)
         self.col = 0
         self.blank = -1  # a space or tab held back: encoded if the line ends after it
 
@@ -43,12 +44,20 @@ class QP:
             if not self.col and c == 46 and self.out.dots:
                 self.out.stuff()
             self.line[self.col] = c
+            self.col += 1
         else:
-            self.line[self.col : self.col + 3] = b"=" + _HEX[c >> 4 : (c >> 4) + 1] + _HEX[c & 15 : (c & 15) + 1]
-        self.col += width
+            self._hex(c)
+
+    def _hex(self, c):
+        # "=XX" into the line, an octet at a time: nothing allocated per octet encoded.
+        line = self.line
+        line[self.col] = 61
+        line[self.col + 1] = _HEX[c >> 4]
+        line[self.col + 2] = _HEX[c & 15]
+        self.col += 3
 
     def _put(self, end):
-        self.out.put(memoryview(self.line)[: self.col])
+        self.out.put(self.mv[: self.col])
         self.out.put(end)
         self.col = 0
 
@@ -57,9 +66,7 @@ class QP:
         if self.blank >= 0:  # RFC 2045 6.7 (3): a trailing blank is encoded
             if self.col + 3 > 76:
                 self._put(b"=\r\n")
-            c = self.blank
+            self._hex(self.blank)
             self.blank = -1
-            self.line[self.col : self.col + 3] = b"=" + _HEX[c >> 4 : (c >> 4) + 1] + _HEX[c & 15 : (c & 15) + 1]
-            self.col += 3
         if eol or self.col:
             self._put(b"\r\n")
