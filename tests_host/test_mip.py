@@ -1,79 +1,70 @@
-"""mip installs the library from this repository's package.json / package-md5.json /
-package-async.json / package-mime.json, and the installed copy sends a mail (with
-package-mime.json, one with an attachment too).
+"""mip 0.3.0 (the MicroPython unix port's) and this repository served as plain files, the way
+`github:ORG/REPO/<path>` resolves to a raw file on raw.githubusercontent.com:
 
-The MicroPython unix port carries mip (0.3.0 in the 1.25 build): it installs from http:// URLs
-but does not resolve the relative "urls" of a package.json (later mip versions do), and
-github: URLs need the internet. So a local HTTP server plays the repository host: it serves
-the package files with each relative source turned into an absolute http://127.0.0.1:PORT/...
-URL (resolved against the package file's own URL, as a newer mip or mpremote would) and
-serves lib/. The unix port runs `mip.install(url, target=dir)`, then a fresh process imports
-the installed .py (compiled on import, default heap) and sends a mail to aiosmtpd.
+- the single-file form, mip.install("<repository>/lib/smtp_duo.py"), installs the .py as it is,
+  and the installed copy sends a mail to aiosmtpd (with lib/smtp_duo_md5.py also an MD5, with
+  lib/smtp_duo_mime.py a mail with an attachment): the github: form README section 1 gives for
+  on-board mip, which works with every mip version;
+- the package.json form does not work with mip 0.3.0: it fetches package.json, then fails on
+  its relative "urls" (a ValueError inside its requests module) before writing any file. README
+  says so, and gives the index route instead (tools/mip_index.py, tests in test_packages.py).
+
+The loopback server serves the checkout's files as they are, nothing rewritten. The send checks
+here are shared with test_packages.py.
 """
 
 import email
 import hashlib
 import http.server
-import json
 import subprocess
 import threading
 import urllib.parse
+from functools import partial
 
 import pytest
 from conftest import ROOT
 
 
-class _RepoHandler(http.server.BaseHTTPRequestHandler):
-    """GET /package*.json (urls made absolute) and GET /lib/<file>; everything else is 404."""
+class _FilesHandler(http.server.SimpleHTTPRequestHandler):
+    """A static file server that remembers the paths asked for (server.requests)."""
 
     def do_GET(self):
-        path = urllib.parse.urlsplit(self.path).path
-        self.server.requests.append(path)
-        body = None
-        name = path.lstrip("/")
-        if name in ("package.json", "package-md5.json", "package-async.json", "package-mime.json"):
-            doc = json.loads((ROOT / name).read_text())
-            here = "http://%s:%d%s" % (self.server.server_address[0], self.server.server_address[1], path)
-            doc["urls"] = [[dest, self._absolute(here, src)] for dest, src in doc["urls"]]
-            body = json.dumps(doc).encode()
-        elif name.startswith("lib/"):
-            f = (ROOT / name).resolve()
-            if f.parent == (ROOT / "lib").resolve() and f.is_file():
-                body = f.read_bytes()
-        if body is None:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    @staticmethod
-    def _absolute(package_url, src):
-        if src.startswith(("http://", "https://", "github:", "gitlab:")):
-            return src
-        return urllib.parse.urljoin(package_url, src)
+        self.server.requests.append(urllib.parse.urlsplit(self.path).path)
+        super().do_GET()
 
     def log_message(self, *args):
         pass
 
 
+class FileServer(http.server.ThreadingHTTPServer):
+    """`folder` served on loopback from a thread of its own, started at once: .url is its address,
+    .requests the paths asked for, .stop() ends it. Any static web server would do as well."""
+
+    daemon_threads = True
+
+    def __init__(self, folder):
+        super().__init__(("127.0.0.1", 0), partial(_FilesHandler, directory=str(folder)))
+        self.requests = []
+        self.url = "http://127.0.0.1:%d" % self.server_address[1]
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        self.shutdown()
+        self.server_close()
+        self._thread.join(10)
+
+
 @pytest.fixture
 def repo_server():
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RepoHandler)
-    srv.daemon_threads = True
-    srv.requests = []
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
+    srv = FileServer(ROOT)
     yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(10)
+    srv.stop()
 
 
-def _micropython(micropython, code, micropypath, cwd):
-    # Default heap (no -X heapsize): the installed .py is compiled on import, as on a board.
+def micropython_run(micropython, code, micropypath, cwd):
+    """`micropython -c code` with only `micropypath` on its path (MICROPYPATH=.frozen alone keeps
+    any ~/.micropython/lib out), default heap: an installed .py is compiled on import."""
     return subprocess.run([str(micropython), "-c", code], capture_output=True, text=True, timeout=120,
                           env={"MICROPYPATH": micropypath}, cwd=cwd)
 
@@ -103,56 +94,67 @@ print("REPLY", r.code)
 """
 
 
-@pytest.mark.parametrize("package, modules", [
-    ("package.json", ["smtp_duo"]),
-    ("package-md5.json", ["smtp_duo", "smtp_duo_md5"]),
-    ("package-async.json", ["smtp_duo", "smtp_duo_async"]),
-    ("package-mime.json", ["smtp_duo", "smtp_duo_mime"]),
-])
-def test_mip_install_then_send(micropython, repo_server, smtpd, tmp_path, package, modules):
-    target = tmp_path / "lib"
-    url = "http://127.0.0.1:%d/%s" % (repo_server.server_address[1], package)
-
-    # mip is frozen into the unix port; MICROPYPATH=.frozen keeps any ~/.micropython/lib out.
-    p = _micropython(micropython, "import mip; print('MIP', mip.__version__); mip.install(%r, target=%r)"
-                     % (url, str(target)), ".frozen", tmp_path)
-    assert p.returncode == 0 and "Done" in p.stdout, p.stdout + p.stderr
-    mip_version = p.stdout.split("MIP ", 1)[1].split()[0]
-    print("mip", mip_version)
-
-    # What mip fetched: the package file, then every file through its rewritten absolute URL.
-    assert repo_server.requests == ["/" + package] + ["/lib/%s.py" % m for m in modules]
-    installed = sorted(f.name for f in target.iterdir())
-    assert installed == sorted(m + ".py" for m in modules)
-    for name in installed:
-        assert (target / name).read_bytes() == (ROOT / "lib" / name).read_bytes()
-
-    # A fresh process, with only the installed copy (and frozen modules) on the path.
-    ctl = smtpd()
-    micropypath = "%s:.frozen" % target
-    p = _micropython(micropython, SEND % ctl.port, micropypath, tmp_path)
+def check_plain_mail(micropython, ctl, target, cwd, core_file):
+    """SEND with only `target` (and frozen modules) in reach: the copy at `core_file` sent it."""
+    p = micropython_run(micropython, SEND % ctl.port, "%s:.frozen" % target, cwd)
     assert p.returncode == 0, p.stdout + p.stderr
-    assert "FILE %s/smtp_duo.py" % target in p.stdout, p.stdout
+    assert "FILE %s/%s" % (target, core_file) in p.stdout, p.stdout
     assert "REPLY 250" in p.stdout, p.stdout + p.stderr
-    [env] = ctl.handler.messages
+    env = ctl.handler.messages[-1]
     assert env.mail_from == "sensor@example.com" and env.rcpt_tos == ["ops@example.org"]
     assert b"Subject: installed by mip" in env.original_content
     assert b"sent by the mip-installed copy\r\n" in env.original_content
 
+
+def check_mime_mail(micropython, ctl, target, cwd, mime_file):
+    """MIME_SEND likewise: a multipart mail with the attachment and header, byte-exact."""
+    p = micropython_run(micropython, MIME_SEND % ctl.port, "%s:.frozen" % target, cwd)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "FILE %s/%s" % (target, mime_file) in p.stdout, p.stdout
+    assert "REPLY 250" in p.stdout, p.stdout + p.stderr
+    msg = email.message_from_bytes(ctl.handler.messages[-1].original_content)
+    assert msg.get_content_type() == "multipart/mixed" and msg["X-Sensor"] == "7"
+    text, csv = msg.get_payload()
+    assert text.get_payload(decode=True) == b"log attached\r\n"
+    assert csv.get_content_type() == "text/csv" and csv.get_filename() == "log.csv"
+    assert csv.get_payload(decode=True) == b"t,v\n1,2\n"
+
+
+@pytest.mark.parametrize("modules", [["smtp_duo"], ["smtp_duo", "smtp_duo_md5"],
+                                     ["smtp_duo", "smtp_duo_mime"]])
+def test_single_file_install_then_send(micropython, repo_server, smtpd, tmp_path, modules):
+    target = tmp_path / "lib"
+    code = "import mip\nprint('MIP', mip.__version__)\n"
+    for m in modules:  # what mip.install("github:ORG/REPO/lib/<m>.py") fetches
+        code += "mip.install(%r, target=%r)\n" % ("%s/lib/%s.py" % (repo_server.url, m), str(target))
+    p = micropython_run(micropython, code, ".frozen", tmp_path)
+    assert p.returncode == 0 and p.stdout.count("Done") == len(modules), p.stdout + p.stderr
+    print("mip", p.stdout.split("MIP ", 1)[1].split()[0])
+
+    assert repo_server.requests == ["/lib/%s.py" % m for m in modules]
+    assert sorted(f.name for f in target.iterdir()) == sorted(m + ".py" for m in modules)
+    for m in modules:  # installed as they are in the repository
+        assert (target / (m + ".py")).read_bytes() == (ROOT / "lib" / (m + ".py")).read_bytes()
+
+    ctl = smtpd()
+    check_plain_mail(micropython, ctl, target, tmp_path, "smtp_duo.py")
     if "smtp_duo_md5" in modules:
-        p = _micropython(micropython, MD5_CHECK, micropypath, tmp_path)
+        p = micropython_run(micropython, MD5_CHECK, "%s:.frozen" % target, tmp_path)
         assert p.returncode == 0, p.stdout + p.stderr
         assert "FILE %s/smtp_duo_md5.py" % target in p.stdout, p.stdout
         assert "MD5 " + hashlib.md5(b"installed by mip").hexdigest() in p.stdout, p.stdout
-
     if "smtp_duo_mime" in modules:
-        p = _micropython(micropython, MIME_SEND % ctl.port, micropypath, tmp_path)
-        assert p.returncode == 0, p.stdout + p.stderr
-        assert "FILE %s/smtp_duo_mime.py" % target in p.stdout, p.stdout
-        assert "REPLY 250" in p.stdout, p.stdout + p.stderr
-        msg = email.message_from_bytes(ctl.handler.messages[-1].original_content)
-        assert msg.get_content_type() == "multipart/mixed" and msg["X-Sensor"] == "7"
-        text, csv = msg.get_payload()
-        assert text.get_payload(decode=True) == b"log attached\r\n"
-        assert csv.get_content_type() == "text/csv" and csv.get_filename() == "log.csv"
-        assert csv.get_payload(decode=True) == b"t,v\n1,2\n"
+        check_mime_mail(micropython, ctl, target, tmp_path, "smtp_duo_mime.py")
+
+
+def test_package_json_with_relative_urls_fails_on_mip_0_3_0(micropython, repo_server, tmp_path):
+    # mip 0.3.0 hands "lib/smtp_duo.py" to requests.get() as it is. If the unix port's mip is
+    # ever newer and this starts to pass, README section 1 and board/README.md must say so.
+    target = tmp_path / "lib"
+    p = micropython_run(micropython, "import mip\nprint('MIP', mip.__version__)\nmip.install(%r, target=%r)"
+                        % (repo_server.url + "/package.json", str(target)), ".frozen", tmp_path)
+    assert "MIP 0.3.0" in p.stdout, p.stdout + p.stderr
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "ValueError: need more than 2 values to unpack" in p.stderr, p.stdout + p.stderr
+    assert repo_server.requests == ["/package.json"]
+    assert not target.exists()  # nothing half-installed

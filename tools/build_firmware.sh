@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds MicroPython firmware from Debian trixie's micropython source package (1.25.0), for the
 # host tests and for a look at a bare Cortex-M board; unix and qemu with smtp_duo FROZEN in
-# (manifest.py with md5=True), qemu-ram without:
+# (manifest.py with md5=True), qemu-ram and qemu-112k without:
 #   unix      the unix port (VARIANT=standard, no TLS, no btree, no ffi), frozen: asyncio, smtp_duo,
 #             smtp_duo_md5                  -> <deps>/firmware/unix/micropython
 #   qemu      ports/qemu BOARD=MPS2_AN385 (Cortex-M3 under qemu-system-arm), frozen: smtp_duo,
@@ -12,14 +12,17 @@
 #             on a flash-like block device outside the heap, time, select and _asyncio (C
 #             sources in tools/qemu_ram/), asyncio as .mpy beside it for the board's filesystem
 #                                           -> <deps>/firmware/qemu-ram/firmware.elf, lib/asyncio/
-#   all       all three
+#   qemu-112k qemu-ram with the GC heap of an ESP32_GENERIC board: 112 KiB (114688 B), for
+#             tests_host/test_packages.py (what fits on such a board, from .py and from .mpy)
+#                                           -> <deps>/firmware/qemu-112k/firmware.elf, lib/asyncio/
+#   all       all four
 # <deps> is ${SMTP_DUO_DEPS:-<repo root>/.deps}. The source package is fetched once into
 # <deps>/src/ with a private apt configuration (the system's apt sources are left alone) and
 # unpacked once. A target is rebuilt only when what goes into it changed: this script, and
-# lib/*.py and manifest.py (unix, qemu) or tools/qemu_ram/ (qemu-ram), by a hash stamp next to
+# lib/*.py and manifest.py (unix, qemu) or tools/qemu_ram/ (qemu-ram, qemu-112k), by a hash stamp next to
 # its output; otherwise the script returns in about a second.
 #
-# Usage: tools/build_firmware.sh [--force | --check] [unix|qemu|qemu-ram|all]     (default: unix)
+# Usage: tools/build_firmware.sh [--force | --check] [unix|qemu|qemu-ram|qemu-112k|all]  (default: unix)
 #   --force   rebuild even if the stamp says the firmware is up to date
 #   --check   build nothing: exit 0 if up to date, 3 if missing or out of date
 # Environment:
@@ -52,8 +55,8 @@ for arg in "$@"; do
     case $arg in
         --force) force=1 ;;
         --check) check=1 ;;
-        unix | qemu | qemu-ram | all)
-            [ -z "$target" ] || die "give one target (unix, qemu, qemu-ram or all)"
+        unix | qemu | qemu-ram | qemu-112k | all)
+            [ -z "$target" ] || die "give one target (unix, qemu, qemu-ram, qemu-112k or all)"
             target=$arg
             ;;
         -h | --help)
@@ -68,7 +71,7 @@ if [ "$force" = 1 ] && [ "$check" = 1 ]; then
 fi
 target=${target:-unix}
 case $target in
-    all) targets=(unix qemu qemu-ram) ;;
+    all) targets=(unix qemu qemu-ram qemu-112k) ;;
     *) targets=("$target") ;;
 esac
 
@@ -102,6 +105,7 @@ output_of() {
         unix) echo "$fw/unix/micropython" ;;
         qemu) echo "$fw/qemu/firmware.elf" ;;
         qemu-ram) echo "$fw/qemu-ram/firmware.elf" ;;
+        qemu-112k) echo "$fw/qemu-112k/firmware.elf" ;;
     esac
 }
 
@@ -111,7 +115,7 @@ qemu_ram_src=$repo_root/tools/qemu_ram
 # Everything the firmware is made from, as far as this project controls it.
 stamp_of() {
     local inputs f
-    if [ "$1" = qemu-ram ]; then
+    if [ "$1" = qemu-ram ] || [ "$1" = qemu-112k ]; then
         # Nothing of lib/ goes into this firmware (board_ram.py puts the modules on its
         # filesystem at run time), so a change to the library does not rebuild it.
         inputs=("$qemu_ram_src"/*.ld "$qemu_ram_src"/*/*)
@@ -120,7 +124,7 @@ stamp_of() {
     fi
     {
         echo "target $1"
-        [ "$1" = qemu-ram ] || manifest_text "$1"
+        [ "$1" = qemu-ram ] || [ "$1" = qemu-112k ] || manifest_text "$1"
         cat -- "$script"
         for f in "${inputs[@]}"; do
             echo "== ${f#"$repo_root"/}"
@@ -356,30 +360,35 @@ build_qemu() {
 # out. asyncio itself is not frozen: its .mpy files go to lib/asyncio beside the firmware, and
 # board_ram.py puts them on the board's filesystem.
 qemu_ram_heap=1048576
+# The same board with the GC heap of an ESP32_GENERIC (about 110-130 KB free there without
+# PSRAM): tests_host/test_packages.py checks what fits in it. A real heap of that size, not ballast
+# in the 1 MiB one: smtp_duo sizes its buffers from the heap's total (gc.mem_free() +
+# gc.mem_alloc()), so ballast would leave it believing it is on a big board.
+qemu_112k_heap=114688
 qemu_ram_asyncio=(__init__ core event funcs lock stream) # extmod/asyncio/manifest.py's list
 
-build_qemu_ram() {
-    local t0 out dir log build elf m
+# build_qemu_fs TARGET HEAP BUILD-DIR WHAT: MPS2_AN385 with tools/qemu_ram/, nothing frozen.
+build_qemu_fs() {
+    local target=$1 heap=$2 build=$3 what=$4 t0 out dir log elf m
     install_qemu_tools
     t0=$(now)
-    out=$(output_of qemu-ram)
+    out=$(output_of "$target")
     dir=$(dirname -- "$out")
-    build=build-MPS2_AN385-ram
     mkdir -p -- "$dir"
     log=$dir/build.log
     : >"$log"
-    say "building ports/qemu BOARD=MPS2_AN385 for RAM measurements, nothing frozen (log: $log)"
+    say "building ports/qemu BOARD=MPS2_AN385 $what, nothing frozen, heap $heap B (log: $log)"
     # From clean (about 30 s, and only when this script or tools/qemu_ram/ changed): make would
     # not see a changed MICROPY_HEAP_SIZE, nor a module added to or removed from tools/qemu_ram/.
     rm -rf -- "${srcdir:?}/ports/qemu/$build"
     # FROZEN_MANIFEST= (empty): the port's default manifest would freeze its tests.
     run_make "$log" -C "$srcdir/ports/qemu" -j"$jobs" BOARD=MPS2_AN385 BUILD="$build" \
-        MICROPY_HEAP_SIZE="$qemu_ram_heap" MICROPY_VFS_LFS2=1 \
+        MICROPY_HEAP_SIZE="$heap" MICROPY_VFS_LFS2=1 \
         USER_C_MODULES="$qemu_ram_src" LDSCRIPT="$qemu_ram_src/mps2_ram.ld" \
         FROZEN_MANIFEST= MPY_LIB_DIR="$libdir"
     elf=$srcdir/ports/qemu/$build/firmware.elf
     if grep -aq 'smtp_duo[a-z_]*\.py' -- "$elf"; then
-        die "$elf has a frozen smtp_duo module; the measuring firmware must not"
+        die "$elf has a frozen smtp_duo module; the $target firmware must not"
     fi
     grep -aq 'qemuflash' -- "$elf" || die "qemuflash is not in $elf (tools/qemu_ram not built in?)"
     rm -rf -- "$dir/lib.tmp"
@@ -393,8 +402,16 @@ build_qemu_ram() {
     mv -- "$dir/lib.tmp" "$dir/lib"
     cp -- "$elf" "$out.tmp"
     mv -f -- "$out.tmp" "$out"
-    stamp_of qemu-ram >"$out.stamp"
-    say "qemu-ram: built $out in $(since "$t0") s (heap $qemu_ram_heap B; tools/board_ram.py runs it)"
+    stamp_of "$target" >"$out.stamp"
+    say "$target: built $out in $(since "$t0") s (heap $heap B)"
+}
+
+build_qemu_ram() {
+    build_qemu_fs qemu-ram "$qemu_ram_heap" build-MPS2_AN385-ram "for RAM measurements (tools/board_ram.py)"
+}
+
+build_qemu_112k() {
+    build_qemu_fs qemu-112k "$qemu_112k_heap" build-MPS2_AN385-112k "the size of an ESP32_GENERIC"
 }
 
 srcdir=
