@@ -1023,24 +1023,10 @@ class Text:
             self.long = self.long or self._run > 998
 
     def feed(self, sink, size, out):
-        """Each window, every line end made CRLF (also across windows), to sink.text(); the
-        output written whenever it is full."""
-        cr = False  # the previous window ended with CR: a leading LF belongs to it
+        """Each window as it is to sink.text(data, i, j), which makes every line end CRLF
+        (also across windows); the output written whenever it is full."""
         for data, i, j in self._windows(size):
-            if cr and i < j and data[i] == 10:
-                i += 1
-            cr = False
-            if i >= j:
-                continue
-            cr = data[j - 1] == 13
-            w = data[i : j - cr]  # a final CR is a line end already: sent as CRLF below
-            if w.find(b"\r") >= 0:
-                n = w.count(b"\r\n")
-                if n != w.count(b"\r") or n != w.count(b"\n"):  # a lone CR or LF
-                    w = w.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
-            elif w.find(b"\n") >= 0:
-                w = w.replace(b"\n", b"\r\n")
-            sink.text(w + b"\r\n" if cr else w)
+            sink.text(data, i, j)
             if out.full():
                 yield from out.flush()
         sink.end()
@@ -1101,12 +1087,29 @@ def _has_8bit(data, i, j):
 
 
 class _Plain:
-    # 7bit/8bit text as it is, dots stuffed (RFC 5321 4.5.2) when the output says so.
+    # 7bit/8bit text as it is, every line end CRLF, dots stuffed (RFC 5321 4.5.2) when the
+    # output says so.
     def __init__(self, out):
         self.out = out
         self.bol = True
+        self.cr = False  # the previous window ended with CR: a leading LF belongs to it
 
-    def text(self, w):
+    def text(self, data, i, j):
+        if self.cr and i < j and data[i] == 10:
+            i += 1
+        self.cr = False
+        if i >= j:
+            return
+        self.cr = data[j - 1] == 13
+        w = data[i : j - self.cr]  # a final CR is a line end already: sent as CRLF below
+        if w.find(b"\r") >= 0:
+            n = w.count(b"\r\n")
+            if n != w.count(b"\r") or n != w.count(b"\n"):  # a lone CR or LF
+                w = w.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+        elif w.find(b"\n") >= 0:
+            w = w.replace(b"\n", b"\r\n")
+        if self.cr:
+            w += b"\r\n"
         if w:
             out = self.out
             if out.dots:

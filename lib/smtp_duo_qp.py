@@ -7,8 +7,9 @@ _HEX = b"0123456789ABCDEF"
 
 
 class QP:
-    """The quoted-printable sink of a smtp_duo text part: text(w) takes CRLF-normalised
-    windows, end() finishes. Lines of at most 76 characters with soft breaks; "=", a blank
+    """The quoted-printable sink of a smtp_duo text part: text(data, i, j) takes windows of
+    the text as they are (CR, LF or CRLF line ends, a CRLF maybe split between two windows),
+    end() finishes. Lines of at most 76 characters with soft breaks; "=", a blank
     before a line end and every other octet outside printable ASCII as =XX; a line-leading
     "." stuffed under DATA. A line is built in a small buffer and put whole."""
 
@@ -18,15 +19,19 @@ class QP:
         self.mv = memoryview(self.line)
         self.col = 0
         self.blank = -1  # a space or tab held back: encoded if the line ends after it
+        self.cr = False  # the last octet was a CR: an LF next completes that line end
 
-    def text(self, w):
-        n = len(w)
-        i = 0
-        while i < n:
-            c = w[i]
+    def text(self, data, i, j):
+        # Octet by octet from the window itself: no copy of it is made.
+        cr = self.cr
+        while i < j:
+            c = data[i]
             i += 1
-            if c == 13:  # the windows are CRLF-normalised: an LF follows
-                i += 1
+            if c == 10 and cr:
+                cr = False
+                continue
+            cr = c == 13
+            if cr or c == 10:
                 self.end(True)
                 continue
             if self.blank >= 0:
@@ -36,6 +41,7 @@ class QP:
                 self.blank = c
             else:
                 self._emit(c, 3 if c == 61 or c > 126 or c < 32 else 1)
+        self.cr = cr
 
     def _emit(self, c, width):
         if self.col + width > 75:  # a soft line break
