@@ -1095,31 +1095,63 @@ class _Plain:
         self.cr = False  # the previous window ended with CR: a leading LF belongs to it
 
     def text(self, data, i, j):
+        # Line by line from the window itself into the output buffer, then CRLF: nothing the
+        # size of a window is allocated, so a long body leaves no large garbage to fragment
+        # the heap. (A window at most doubles: the output has room, see Output.)
+        out = self.out
         if self.cr and i < j and data[i] == 10:
             i += 1
         self.cr = False
-        if i >= j:
-            return
-        self.cr = data[j - 1] == 13
-        w = data[i : j - self.cr]  # a final CR is a line end already: sent as CRLF below
-        if w.find(b"\r") >= 0:
-            n = w.count(b"\r\n")
-            if n != w.count(b"\r") or n != w.count(b"\n"):  # a lone CR or LF
-                w = w.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
-        elif w.find(b"\n") >= 0:
-            w = w.replace(b"\n", b"\r\n")
-        if self.cr:
-            w += b"\r\n"
-        if w:
-            out = self.out
+        if not _MICROPYTHON and i < j:
+            # CPython: C-level replace() beats a loop over lines, and its heap does not fragment.
+            self.cr = data[j - 1] == 13
+            w = data[i : j - self.cr]
+            if w.find(b"\r") >= 0:
+                w = w.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            w = w.replace(b"\n", b"\r\n") + b"\r\n" * self.cr
             if out.dots:
-                if self.bol and w[0] == 46:
+                if self.bol and w[:1] == b".":
                     out.stuff()
                 if w.find(b"\n.") >= 0:
                     out.stuffed += w.count(b"\n.")
                     w = w.replace(b"\n.", b"\n..")
             out.put(w)
-            self.bol = w[-1] == 10
+            self.bol = w[-1:] == b"\n"
+            return
+        mv = memoryview(data)
+        buf = out.buf
+        n = out.n
+        dots = out.dots
+        bol = self.bol
+        cr = data.find(b"\r", i, j) >= 0
+        while i < j:
+            if bol and dots and data[i] == 46:
+                buf[n] = 46
+                n += 1
+                out.stuffed += 1
+            e = data.find(b"\n", i, j)
+            if cr:
+                r = data.find(b"\r", i, j if e < 0 else e)
+                e = r if r >= 0 else e
+            if e < 0:
+                e = j
+            buf[n : n + e - i] = mv[i:e]
+            n += e - i
+            bol = e < j
+            if bol:
+                buf[n] = 13
+                buf[n + 1] = 10
+                n += 2
+                i = e + 1
+                if data[e] == 13:  # CR, or CRLF: one line end
+                    if i == j:
+                        self.cr = True
+                    elif data[i] == 10:
+                        i += 1
+            else:
+                i = j
+        out.n = n
+        self.bol = bol
 
     def end(self):
         if not self.bol:  # RFC 5321 4.1.1.4: a missing final CRLF is added, never a second
