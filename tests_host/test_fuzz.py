@@ -17,7 +17,8 @@ import re
 import tracemalloc
 
 import pytest
-from conftest import HERE, compile_mpy, run_micropython
+from conftest import HERE, run_micropython
+from hostkit.mpy import compile_all
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -311,7 +312,7 @@ MP_HEAP = "192k"
 
 @pytest.fixture(scope="module")
 def mp_fuzz(micropython, mpy_dir):
-    compile_mpy([HERE / "portable" / "memserver.py", HERE / "portable" / "fuzz_portable.py"], mpy_dir)
+    compile_all([HERE / "portable" / "memserver.py", HERE / "portable" / "fuzz_portable.py"], mpy_dir)
     p = run_micropython(micropython, mpy_dir, ["-m", "fuzz_portable", str(MP_CASES), str(SEED)], heap=MP_HEAP,
                         timeout=120)
     return p, p.stdout + p.stderr

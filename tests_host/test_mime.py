@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 from conftest import client_config, delivered
-from postfix_server import strip_received
+from hostkit.postfix import strip_received
 
 import smtp_duo
 

@@ -14,7 +14,9 @@ import sys
 
 import outbox_faults
 import pytest
-from conftest import HERE, ROOT, compile_mpy, free_port, run_micropython
+from conftest import HERE, ROOT, run_micropython
+from hostkit.mpy import compile_all
+from hostkit.ports import free_port
 from fakeserver import FakeServer
 
 JOB = HERE / "portable" / "outbox_job.py"
@@ -25,7 +27,7 @@ DISK = HERE / "portable" / "outbox_disk.py"
 def run_job(request, tmp_path):
     if request.param == "micropython":
         mp = request.getfixturevalue("micropython")
-        mpy = compile_mpy([JOB, DISK], request.getfixturevalue("mpy_dir"))
+        mpy = compile_all([JOB, DISK], request.getfixturevalue("mpy_dir"))
 
     def run(job, heap="128k"):
         path = tmp_path / ("job%d.json" % len(list(tmp_path.glob("job*.json"))))

@@ -27,7 +27,8 @@ import random
 
 import outbox_faults as faults
 import pytest
-from conftest import HERE, compile_mpy, run_micropython
+from conftest import HERE, run_micropython
+from hostkit.mpy import compile_all
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -100,7 +101,7 @@ def test_drawn_damages_on_cpython(tmp_path):
 
 
 def test_on_micropython(micropython, mpy_dir, tmp_path):
-    compile_mpy([HERE / "portable" / m for m in MODULES], mpy_dir)
+    compile_all([HERE / "portable" / m for m in MODULES], mpy_dir)
     seed = random.randrange(1 << 30)
     # 256k: the test module and its cases; the library's own RAM bound is test_outbox.py's (128k)
     p = run_micropython(micropython, mpy_dir, ["-m", "outbox_faults", str(tmp_path / "outbox"), str(seed)],

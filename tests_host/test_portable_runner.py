@@ -10,7 +10,8 @@ import test_mime_portable
 import test_portable
 
 import smtp_duo
-from conftest import HERE, ROOT, compile_mpy, mpy_cross_cmd, run_micropython
+from conftest import HERE, ROOT, run_micropython
+from hostkit.mpy import compile_all, compile_mpy
 
 MODULES = {"test_portable": test_portable, "test_mime_portable": test_mime_portable,
            "replies_portable": replies_portable, "hostile_portable": hostile_portable}
@@ -39,7 +40,7 @@ def test_hostile_on_cpython(name):
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_on_micropython(micropython, mpy_dir, module):
     portable = sorted((HERE / "portable").glob("*.py"))
-    compile_mpy(portable, mpy_dir)
+    compile_all(portable, mpy_dir)
     # 208k: the asyncio client and MicroPython's asyncio are loaded too (the qemu board has neither);
     # test_mime_portable's 5000-octet attachments through an 8 KiB output buffer fit in it too.
     # 320k for hostile_portable: its mails carry up to 4000 characters of header text, which
@@ -62,5 +63,4 @@ def test_library_imports_from_source_and_compiles_for_the_boards(micropython, tm
     for src in sorted((ROOT / "lib").glob("*.py")):
         for arch in ("armv6m", "xtensawin", "rv32imc"):
             out = tmp_path / (src.stem + "-" + arch + ".mpy")
-            subprocess.run(mpy_cross_cmd() + ["-march=" + arch, "-O3", "-o", str(out), str(src)], check=True)
-            assert out.stat().st_size > 0
+            assert compile_mpy(src, out, arch=arch, opt=3).stat().st_size > 0

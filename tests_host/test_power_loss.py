@@ -49,7 +49,9 @@ import threading
 import time
 from collections import Counter, defaultdict
 
-from conftest import HERE, ROOT, compile_mpy, free_port, require
+from conftest import HERE, ROOT, require
+from hostkit.mpy import compile_all
+from hostkit.ports import free_port
 
 import power_loss_worker as worker  # the body every subject stands for
 
@@ -172,7 +174,7 @@ def test_power_loss(micropython, mpy_dir, tmp_path):
     seed = int(os.environ.get("SMTP_DUO_POWER_LOSS_SEED", random.randrange(1 << 30)))
     print("\npower loss: seed %d (SMTP_DUO_POWER_LOSS_SEED)" % seed)
     rng = random.Random(seed)
-    mpy = compile_mpy([WORKER], mpy_dir)
+    mpy = compile_all([WORKER], mpy_dir)
     handler = Handler(seed + 1)
     port = free_port()
     ctl = Controller(handler, hostname="127.0.0.1", port=port, enable_SMTPUTF8=True,

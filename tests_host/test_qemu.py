@@ -1,6 +1,6 @@
 """smtp_duo on an emulated board: MicroPython 1.25's qemu port (mps2-an385, Cortex-M3, 192 KB
 heap) with smtp_duo frozen in (.deps/firmware/qemu/firmware.elf, from tools/build_firmware.sh
-qemu), driven through mpremote like a board on USB (see qemu_board.py).
+qemu), driven through mpremote like a board on USB (see hostkit/qemu.py).
 
 - the frozen module imports there, on a board without `time`, `socket` and `select`;
 - the portable tests run there: memserver.py and test_portable.py (and smtp_duo_md5.py if the
@@ -9,8 +9,10 @@ qemu), driven through mpremote like a board on USB (see qemu_board.py).
 - a 1 MiB body streams through the client with a flat heap: what the send leaves behind, and
   the least free heap it needs (bisection with the rest of the heap filled);
 - tools/deploy.py copies the library for real, with `mpremote cp`, into a filesystem held in
-  the board's RAM (qemu_board.RAMFS_SOURCE), imports it, and runs tools/board_selftest.py
-  against an in-memory SMTP server behind a stand-in `socket` module.
+  the board's RAM (hostkit.qemu.RAMFS_SOURCE), imports it, and runs tools/board_selftest.py
+  against an in-memory SMTP server behind a stand-in `socket` module. deploy.py runs as a
+  program throughout (--build-only for the files it would copy, --unix-port for its self-test
+  on real sockets); the tests import nothing from tools/.
 
 Under CI=true a missing QEMU, mpremote or firmware (or one older than lib/ and manifest.py, by
 `tools/build_firmware.sh --check qemu`) fails the run; elsewhere it skips.
@@ -18,9 +20,8 @@ SMTP_DUO_QEMU_FIRMWARE=<firmware.elf> runs them on another build (then unchecked
 """
 
 import hashlib
-import importlib.util
-import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,22 +30,12 @@ import time
 import pytest
 import smtp_duo
 import test_portable
-from conftest import HERE, ROOT, require
-from qemu_board import QemuBoard, default_firmware, find_mpremote
+from conftest import HERE, ROOT, marker, require
+from hostkit.qemu import QemuBoard, default_firmware, find_mpremote
 
 PORTABLE = HERE / "portable"
 MIB = 1024 * 1024
 RETAIN_BOUND = 1024  # bytes a send may leave allocated
-
-
-def _deploy_module():
-    spec = importlib.util.spec_from_file_location("deploy", ROOT / "tools" / "deploy.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-deploy = _deploy_module()
 
 
 @pytest.fixture(scope="module")
@@ -64,14 +55,6 @@ def board():
     print("\nqemu board up on %s in %.1fs" % (b.port, time.monotonic() - t))
     yield b
     b.stop()
-
-
-def marker(out, prefix):
-    """The JSON after the last line starting with `prefix `."""
-    for line in reversed(out.splitlines()):
-        if line.startswith(prefix + " "):
-            return json.loads(line[len(prefix) + 1 :])
-    raise AssertionError("no %s line in the board's output:\n%s" % (prefix, out))
 
 
 def source(name):
@@ -420,7 +403,6 @@ NET = {"server": MemServer(SCRIPT), "lookups": [], "connects": []}
 """
 
 NET_STATE = r"""
-import json
 srv = NET["server"]
 print("NET " + json.dumps({"lookups": NET["lookups"], "connects": [list(a) for a in NET["connects"]],
                            "commands": [c.decode() for c in srv.commands],
@@ -429,7 +411,11 @@ print("NET " + json.dumps({"lookups": NET["lookups"], "connects": [list(a) for a
 
 
 def run_deploy(board, *args, env=None, timeout=300):
-    cmd = [sys.executable, str(ROOT / "tools" / "deploy.py"), "--port", board.port, *args]
+    return deploy_cli("--port", board.port, *args, env=env, timeout=timeout)
+
+
+def deploy_cli(*args, env=None, timeout=300):
+    cmd = [sys.executable, str(ROOT / "tools" / "deploy.py"), *args]
     t = time.monotonic()
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                        env=dict(os.environ, **(env or {})))
@@ -446,13 +432,21 @@ def board_sha256(board, path):
     return out.split("SHA ")[1].split()[0]
 
 
+def deploy_build(folder, *args):
+    """The files `deploy.py --md5 ARGS` would copy, written by --build-only: [smtp_duo.mpy,
+    smtp_duo_md5.mpy]."""
+    p = deploy_cli("--build-only", str(folder), "--md5", *args)
+    assert p.returncode == 0, p.stdout + p.stderr
+    files = [folder / "smtp_duo.mpy", folder / "smtp_duo_md5.mpy"]
+    assert sorted(folder.iterdir()) == files
+    return files
+
+
 def test_deploy_builds_the_same_bytecode_for_every_arch(tmp_path):
     # What deploy.py --help says: smtp_duo has no native code, so -march changes nothing.
-    (tmp_path / "plain").mkdir()
-    default = deploy.build(deploy.parse_args(["--port", "x", "--md5"]), tmp_path / "plain")
+    default = deploy_build(tmp_path / "plain")
     for arch in ("armv6m", "armv7m", "xtensawin", "rv32imc"):
-        (tmp_path / arch).mkdir()
-        files = deploy.build(deploy.parse_args(["--port", "x", "--md5", "--mpy", arch]), tmp_path / arch)
+        files = deploy_build(tmp_path / arch, "--mpy", arch)
         assert [f.read_bytes() for f in files] == [f.read_bytes() for f in default], arch
     assert default[0].read_bytes()[:2] == b"M\x06" and str(ROOT).encode() not in default[0].read_bytes()
 
@@ -499,8 +493,7 @@ def test_deploy_copies_to_lib_and_imports_there(board, tmp_path):
     # This firmware has smtp_duo frozen in, and it comes first on sys.path: deploy.py says so.
     assert "a plain `import smtp_duo` on this board gets 'smtp_duo.py'" in p.stdout
     # The files on the board are the ones deploy.py compiles.
-    (tmp_path / "mpy").mkdir()
-    for f in deploy.build(deploy.parse_args(["--port", "x", "--md5"]), tmp_path / "mpy"):
+    for f in deploy_build(tmp_path / "mpy"):
         assert board_sha256(board, "/lib/" + f.name) == hashlib.sha256(f.read_bytes()).hexdigest(), f.name
     out = board.exec(IMPORT_FROM_LIB, resume=True)
     assert out.split() == ["/lib/smtp_duo.mpy", smtp_duo.__version__, "/lib/smtp_duo_md5.mpy",
@@ -559,31 +552,25 @@ def test_deploy_selftest_copies_the_ca_file(board, tmp_path):
     assert "selftest: FAILED: ImportError" in p.stdout
 
 
-def test_board_selftest_over_real_sockets_on_the_unix_port(micropython, smtpd, tmp_path):
+def test_board_selftest_over_real_sockets_on_the_unix_port(micropython, smtpd):
     # The self-test script as deploy.py builds it, on the MicroPython unix port (real sockets,
     # `time`, no `network`) against aiosmtpd with a login: the path the qemu board cannot take.
     ctl = smtpd()
-    args = deploy.parse_args(["--port", "x", "--selftest", "--server", "127.0.0.1", "--smtp-port", str(ctl.port),
-                              "--tls", "none", "--from", "sensor@example.com", "--to", "you@example.com",
-                              "--username", "alice", "--password", "correct horse", "--allow-insecure-auth",
-                              "--timeout", "10"])
-    script = tmp_path / "selftest.py"
-    script.write_text(deploy.selftest_script(deploy.selftest_settings(args)), encoding="utf-8")
-    p = subprocess.run([str(micropython), str(script)], capture_output=True, text=True, timeout=60,
-                       env=dict(os.environ, MICROPYPATH=str(ROOT / "lib")))
-    print("\n" + p.stdout + p.stderr)
-    res = marker(p.stdout, "SELFTEST")
-    assert p.returncode == 0 and res["ok"] and res["code"] == 250, p.stdout + p.stderr
-    assert deploy.report_selftest(res)
+    args = ["--selftest", "--unix-port", str(micropython), "--server", "127.0.0.1",
+            "--smtp-port", str(ctl.port), "--tls", "none", "--from", "sensor@example.com",
+            "--to", "you@example.com", "--username", "alice", "--allow-insecure-auth", "--timeout", "10"]
+    p = deploy_cli(*args, "--password", "correct horse", timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "selftest: OK: the server accepted the mail: 250 " in p.stdout
     [env] = ctl.handler.messages
     assert env.mail_from == "sensor@example.com" and env.rcpt_tos == ["you@example.com"]
     assert b"Subject: smtp_duo self-test" in env.original_content
     # and a refused login comes back typed
-    args.password = "wrong"
-    script.write_text(deploy.selftest_script(deploy.selftest_settings(args)), encoding="utf-8")
-    p = subprocess.run([str(micropython), str(script)], capture_output=True, text=True, timeout=60,
-                       env=dict(os.environ, MICROPYPATH=str(ROOT / "lib")))
-    res = marker(p.stdout, "SELFTEST")
-    assert not res["ok"] and res["error"] == "SMTPAuthenticationError" and res["code"] == 535, p.stdout
-    assert res["status_name"] and res["temporary"] is False, res
-    assert not deploy.report_selftest(res)
+    p = deploy_cli(*args, "--password", "wrong", timeout=120)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "selftest: FAILED: SMTPAuthenticationError: " in p.stdout
+    status = re.search(r"^selftest:   status \S+ \((.*)\), code (\d+), .*, temporary (\w+), command ",
+                       p.stdout, re.M)
+    assert status, p.stdout
+    name, code, temporary = status.groups()
+    assert code == "535" and name not in ("", "None") and temporary == "False", status.group(0)

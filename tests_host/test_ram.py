@@ -8,35 +8,40 @@ more than the plain 1 KiB mail plus 4 KiB, smtp_duo_mime imported in both (the s
 not the module). The figures come from tools/heap_bench.py, which bisects `-X heapsize` with a
 fresh interpreter per probe and counts a probe as passed only when the local SMTP sink received
 the mail (for the attachments, each part decoded to exactly what was attached). These are
-memory bounds, not timings.
+memory bounds, not timings. The tool runs as a program (`heap_bench.py ... --json`, once per
+fixture); the tests import nothing from tools/.
 """
 
-import importlib.util
+import json
+import subprocess
+import sys
 
 import pytest
-from conftest import ROOT, mpy_cross_cmd, require
+from conftest import ROOT, require
+
+MIME_1K = "send 1 KiB mime loaded"  # heap_bench's scenario names
+ATTACH = "send attachments"
 
 
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("heap_bench", ROOT / "tools" / "heap_bench.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-@pytest.fixture(scope="module")
-def bench(micropython):
+def _heap_bench(*args):
+    """`tools/heap_bench.py ARGS --json`'s result; its report is shown with -s or on failure."""
     try:
         import aiosmtpd.controller  # noqa: F401
     except ImportError:
         require(False, "aiosmtpd")
-    mod = _load_bench()
+    # The tool finds the unix port as the micropython fixture does (SMTP_DUO_MICROPYTHON or .deps).
+    p = subprocess.run([sys.executable, str(ROOT / "tools" / "heap_bench.py"), *args, "--json"],
+                       capture_output=True, text=True, timeout=1800)
+    print(p.stderr)
+    assert p.returncode == 0 and p.stdout.startswith("{"), "heap_bench.py failed:\n" + p.stdout + p.stderr
+    return json.loads(p.stdout)
+
+
+@pytest.fixture(scope="module")
+def bench(micropython):
     # "text": the plain file body the requirement names (7bit); "long": lines over 998 octets
     # with UTF-8, which takes the quoted-printable path.
-    result = mod.measure(micropython=micropython, mpy_cross=mpy_cross_cmd(), kinds=("text", "long"),
-                         with_str=False)
-    mod.report(result)  # shown with -s or on failure
-    return mod, result
+    return _heap_bench("--kind", "text", "--kind", "long", "--no-str")
 
 
 def _verdict(result, name):
@@ -47,7 +52,7 @@ def _verdict(result, name):
 
 
 def test_every_scenario_has_a_minimum(bench):
-    mod, r = bench
+    r = bench
     missing = [row["name"] for row in r["scenarios"] if row["heap"] is None]
     assert not missing, "never passed: %s (failures: %s)" % (missing, r["failures"])
 
@@ -55,7 +60,7 @@ def test_every_scenario_has_a_minimum(bench):
 def test_probes_fail_honestly(bench):
     # A probe that printed success without the server receiving the mail, or that hung, would
     # make the figures meaningless.
-    mod, r = bench
+    r = bench
     for name, kinds in r["failures"].items():
         for kind in kinds:
             assert kind != "timeout" and not kind.startswith("success printed"), (name, kinds)
@@ -64,27 +69,27 @@ def test_probes_fail_honestly(bench):
 
 @pytest.mark.parametrize("label", ["", " long"], ids=["text", "long"])
 def test_1mib_send_within_16k_of_import(bench, label):
-    mod, r = bench
+    r = bench
     v = _verdict(r, "send 1 MiB%s - import" % label)
     assert v["value"] is not None and v["value"] <= 16 * 1024, v
 
 
 @pytest.mark.parametrize("label", ["", " long"], ids=["text", "long"])
 def test_1mib_send_within_2k_of_1kib_send(bench, label):
-    mod, r = bench
+    r = bench
     v = _verdict(r, "send 1 MiB%s - send 1 KiB%s" % (label, label))
     assert v["value"] is not None and v["value"] <= 2 * 1024, v
 
 
 def test_memoryview_body_is_not_copied(bench):
     # A memoryview has no find(): it must go through the chunk buffer, never be copied whole.
-    mod, r = bench
+    r = bench
     v = _verdict(r, "send 32 KiB memoryview - send 32 KiB bytearray")
     assert v["value"] is not None and v["value"] <= 1024, v
 
 
 def test_tls_send_heap_does_not_grow_with_the_body(bench):
-    mod, r = bench
+    r = bench
     v = _verdict(r, "send 1 MiB TLS - send 1 KiB TLS")
     assert v["value"] is not None and v["value"] <= 2 * 1024, v
 
@@ -92,8 +97,8 @@ def test_tls_send_heap_does_not_grow_with_the_body(bench):
 def test_attachments_send_within_4k_of_a_1kib_send(bench):
     # 300 KiB from a file and 2 KiB from RAM, base64 through the client's fixed buffers: the
     # attachments cost their descriptions and the CSV itself, never their size.
-    mod, r = bench
-    v = _verdict(r, "%s - %s" % (mod.ATTACH, mod.MIME_1K))
+    r = bench
+    v = _verdict(r, "%s - %s" % (ATTACH, MIME_1K))
     assert v["value"] is not None and v["value"] <= 4 * 1024, v
 
 
@@ -102,26 +107,19 @@ def test_attachments_send_within_4k_of_a_1kib_send(bench):
 
 @pytest.fixture(scope="module")
 def core_bench(micropython):
-    try:
-        import aiosmtpd.controller  # noqa: F401
-    except ImportError:
-        require(False, "aiosmtpd")
-    mod = _load_bench()
-    result = mod.measure(micropython=micropython, mpy_cross=mpy_cross_cmd(), core=True)
-    mod.report(result)
-    return mod, result
+    return _heap_bench("--core")
 
 
 @pytest.mark.parametrize("name", ["send 1 KiB", "send 1 KiB STARTTLS AUTH"])
 def test_core_send_does_not_grow_with_the_body(core_bench, name):
-    mod, r = core_bench
+    r = core_bench
     v = _verdict(r, "%s - %s" % (name.replace("1 KiB", "1 MiB"), name))
     assert v["value"] is not None and v["value"] <= 2 * 1024, v
 
 
 def test_core_alerts_stay_under_todays_heap(core_bench):
     # A regression guard at today's level (68.75 and 74.75 KiB measured), not issue 13's target.
-    mod, r = core_bench
+    r = core_bench
     assert r["heap"]["send 1 KiB"] is not None and r["heap"]["send 1 KiB"] <= 76 * 1024, r["heap"]
     tls = r["heap"]["send 1 KiB STARTTLS AUTH"]
     assert tls is not None and tls <= 84 * 1024, r["heap"]
@@ -130,12 +128,12 @@ def test_core_alerts_stay_under_todays_heap(core_bench):
 @pytest.mark.xfail(strict=True, reason="issue 13: a plain alert needs about 69 KiB with the core "
                                        "alone on the 64-bit port, the target 36 KiB")
 def test_core_plain_alert_meets_the_target(core_bench):
-    mod, r = core_bench
+    r = core_bench
     assert _verdict(r, "send 1 KiB (whole heap)")["ok"]
 
 
 @pytest.mark.xfail(strict=True, reason="issue 13: a verified STARTTLS + AUTH PLAIN alert needs about "
                                        "75 KiB with the core alone on the 64-bit port, the target 44 KiB")
 def test_core_tls_alert_meets_the_target(core_bench):
-    mod, r = core_bench
+    r = core_bench
     assert _verdict(r, "send 1 KiB STARTTLS AUTH (whole heap)")["ok"]

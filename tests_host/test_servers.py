@@ -13,7 +13,7 @@ import random
 
 import pytest
 from conftest import USERS, XOAUTH2_TOKEN, client_config, delivered
-from postfix_server import strip_received
+from hostkit.postfix import strip_received
 
 import smtp_duo
 

@@ -5,17 +5,18 @@ bytes, a file, a generator, a list of chunks), refused attempts and refused Cc's
 client object replaced every 1,000 mails. Asserted: every mail arrives exactly once with its
 body intact, the heap after gc.collect() does not grow (last quarter of the samples against
 the second), and the open file descriptors stay at their count before the first mail. The
-5,000 go to aiosmtpd in this process; 1,000 more go to the session's Postfix. Two short runs
-that leak on purpose check that the verdicts catch a small leak.
+5,000 go to aiosmtpd in the tool's process; 1,000 more go to a private Postfix instance it
+starts. Two short runs that leak on purpose check that the verdicts catch a small leak. The tool
+runs as a program (`soak.py ... --json`, once per fixture); the tests import nothing from tools/.
 """
 
+import json
+import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, mpy_cross_cmd, require
-
-sys.path.insert(0, str(ROOT / "tools"))
-import soak  # noqa: E402
+from conftest import ROOT, require
+from hostkit.postfix import postfix_available
 
 MAILS = 5000
 POSTFIX_MAILS = 1000
@@ -28,9 +29,14 @@ def _aiosmtpd():
         require(False, "aiosmtpd")
 
 
-def _run(micropython, mails, **kw):
-    r = soak.measure(mails, micropython=micropython, mpy_cross=mpy_cross_cmd(), **kw)
-    soak.report(r)  # shown with -s or on failure
+def _run(*args):
+    """The one result of `tools/soak.py ARGS --json` (exit 1: a verdict failed, which the tests
+    judge). The tool finds the unix port as the micropython fixture does."""
+    p = subprocess.run([sys.executable, str(ROOT / "tools" / "soak.py"), *args, "--json"],
+                       capture_output=True, text=True, timeout=1800)
+    print(p.stderr)  # the report: shown with -s or on failure
+    assert p.returncode in (0, 1) and p.stdout.startswith("["), "soak.py failed:\n" + p.stdout + p.stderr
+    [r] = json.loads(p.stdout)
     return r
 
 
@@ -50,14 +56,14 @@ def _explain(r, name):
 @pytest.fixture(scope="module")
 def aiosmtpd_run(micropython):
     _aiosmtpd()
-    return _run(micropython, MAILS)
+    return _run("--mails", str(MAILS))
 
 
 @pytest.fixture(scope="module")
-def postfix_run(micropython, postfix):
-    r = _run(micropython, POSTFIX_MAILS, postfix=postfix, every=20)
-    yield r
-    postfix.clear()  # the store is read whole by every later delivered(): leave it small
+def postfix_run(micropython):
+    why = postfix_available()
+    require(why is None, "Postfix for a private instance (%s)" % why)
+    return _run("--mails", "0", "--postfix", str(POSTFIX_MAILS), "--every", "20")
 
 
 @pytest.fixture(params=["aiosmtpd", "postfix"])
@@ -100,6 +106,6 @@ def test_the_mix_was_sent(aiosmtpd_run):
 def test_a_small_leak_is_caught(micropython, leak):
     # heap: one 32-byte object kept every 10th mail; fds: one open file every 50th mail.
     _aiosmtpd()
-    r = _run(micropython, 600, leak=leak)
+    r = _run("--mails", "600", "--leak", leak)
     assert _verdict(r, "delivered")["ok"], _explain(r, "delivered")
     assert not _verdict(r, leak)["ok"], _explain(r, leak)

@@ -9,8 +9,8 @@ Everything listens on 127.0.0.1 only; no network is needed. A full run takes abo
 cores, --quick (fewer repetitions, smaller counts) about 25 s.
 
 Servers, started by the tool on free loopback ports: Postfix's smtp-sink (discards every mail;
-skipped with a note when missing) and a private Postfix instance (tests_host/postfix_server.py,
-its relay port: plain SMTP, no AUTH; needs root).
+skipped with a note when missing) and a private Postfix instance (hostkit/postfix.py, its
+relay port: plain SMTP, no AUTH; needs root).
 
 Clients: smtp_duo on CPython (in this process) and on the MicroPython unix port (a subprocess
 with a fixed heap, library from .mpy; times taken inside it with ticks_us, so interpreter start
@@ -57,7 +57,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TESTS = ROOT / "tests_host"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # the repository's root: for hostkit/
+from hostkit.mpy import MpyCrossError, compile_mpy, micropython_path  # noqa: E402
+from hostkit.ports import free_port  # noqa: E402
+from hostkit.postfix import PostfixServer, postfix_available, smtp_sink_path  # noqa: E402
+
 KIB = 1024
 MIB = 1024 * 1024
 MP_HEAP = "512k"  # fixed MicroPython heap: room for the library, its buffers and the job
@@ -368,14 +373,6 @@ def wire_message(body):
 # -- servers -----------------------------------------------------------------------------------
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def _listening(port, proc, timeout=10):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
@@ -385,11 +382,6 @@ def _listening(port, proc, timeout=10):
         except OSError:
             time.sleep(0.05)
     return False
-
-
-def smtp_sink_path():
-    exe = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
-    return exe if os.access(exe, os.X_OK) else None
 
 
 class SmtpSink:
@@ -421,12 +413,9 @@ class SmtpSink:
 
 
 class PostfixRelay:
-    """A private Postfix instance (tests_host/postfix_server.py); mails go to its relay port."""
+    """A private Postfix instance (hostkit/postfix.py); mails go to its relay port."""
 
     def __init__(self):
-        sys.path.insert(0, str(TESTS))
-        from postfix_server import PostfixServer
-
         self.server = PostfixServer()
         self.server.start()
         self.port = self.server.relay_port
@@ -439,15 +428,6 @@ class PostfixRelay:
 
     def stop(self):
         self.server.stop()
-
-
-def postfix_available():
-    exe = shutil.which("postfix") or "/usr/sbin/postfix"
-    if not os.access(exe, os.X_OK):
-        return "Postfix is not installed (tools/install_postfix.sh)"
-    if os.geteuid() != 0:
-        return "a private Postfix instance needs root"
-    return None
 
 
 def postfix_version():
@@ -625,14 +605,12 @@ class Bench:
 
     def _compile(self, lib_dir):
         """lib/*.py and the job script to .mpy; returns {file: error} for the ones that failed."""
-        import heap_bench
-
         failed = {}
         for src in sorted(lib_dir.glob("*.py")) + [self.work / "bench_job.py"]:
-            p = subprocess.run(heap_bench.mpy_cross_cmd() + ["-o", str(self.mp_dir / (src.stem + ".mpy")),
-                                                              str(src)], capture_output=True, text=True)
-            if p.returncode:
-                failed[src.name] = _last_line(p.stderr)
+            try:
+                compile_mpy(src, self.mp_dir / (src.stem + ".mpy"))
+            except MpyCrossError as e:
+                failed[src.name] = _last_line(str(e))
         return failed
 
     def _mp_env(self):
@@ -976,15 +954,13 @@ def report(r, out=sys.stdout):
 
 
 def run(quick, lib_dir, with_heap, log):
-    import heap_bench
-
     t0 = time.monotonic()
     delay = 0.025 if quick else 0.040
     further = 3 if quick else 5
     reps = 2 if quick else 3  # timed 1 MiB mails (B)
     runs = 1 if quick else 3  # connections timed per waits row (A), rounds of C
     count = 20 if quick else 100
-    micropython = heap_bench.find_micropython()
+    micropython = micropython_path()
     try:
         import aiosmtplib
 
@@ -994,7 +970,11 @@ def run(quick, lib_dir, with_heap, log):
     result = {"quick": quick, "delay_ms": round(delay * 1000), "further_mails": further, "reps": reps,
               "runs": runs, "many_mails": count, "cores": os.cpu_count(), "servers": [],
               "versions": {"cpython": platform.python_version(), "aiosmtplib": aiosmtplib_version,
-                           "postfix": postfix_version(), "micropython": None}}
+                           "postfix": postfix_version(), "micropython": None},
+              # the rows each section has, by client name: A's (client, runtime), B's per runtime
+              "clients": {"waits": [[CLIENT_NAMES[c], rt] for c, rt in CLIENTS],
+                          "throughput": {rt: [CLIENT_NAMES[c] for c in throughput_clients(rt)]
+                                         for rt in ("cpython", "micropython")}}}
     work = Path(tempfile.mkdtemp(prefix="smtp_duo_bench_"))
     servers = {}
     try:

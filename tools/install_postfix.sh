@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Install Postfix + Cyrus SASL tools for the private test instances used by
-# tests_host/postfix_server.py. Idempotent; never leaves the system-wide
-# Postfix instance running unless it was already running before.
+# Install Postfix + Cyrus SASL tools for the private instances of
+# hostkit/postfix.py (the tests' and the benchmarks'). Idempotent; never leaves
+# the system-wide Postfix instance running unless it was already running before.
 set -euo pipefail
 
 PACKAGES=(postfix sasl2-bin libsasl2-modules)

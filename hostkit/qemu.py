@@ -9,33 +9,35 @@ QEMU is started with the board's UART on a pseudo-terminal, exactly like a USB b
 /dev/ttyACM0, so everything goes through mpremote (`mpremote connect /dev/pts/N exec ...`).
 QEMU is always killed by its PID: by stop(), at interpreter exit (atexit), and, on Linux, by the
 kernel when the process that started it dies (PR_SET_PDEATHSIG), so a killed test run leaves no
-QEMU behind. `extra_args` adds QEMU options (tools/board_ram.py loads a filesystem image with
-`-device loader`). RawRepl keeps one connection to the raw REPL for many short runs, each from
-a soft reset, without starting an mpremote process per run.
+QEMU behind. `extra_args` adds QEMU options (flash_loader() gives the ones that load a
+littlefs image into the qemu-ram boards' flash). RawRepl keeps one connection to the raw REPL
+for many short runs, each from a soft reset, without starting an mpremote process per run.
 
 Facts about this board (MicroPython 1.25, BOARD=MPS2_AN385): a Cortex-M3 with a 140 KB GC heap;
 no filesystem (`vfs` has only VfsRom, and nothing is mounted), no `time`, `socket` or `select`
 module, `hashlib` with sha256 only, newlib's errno numbers (ETIMEDOUT is 116, as on the ESP32).
 mpremote's `mount` needs `select` on the board, so it does not work here; mount_ramfs() gives the
 board a filesystem in RAM instead, for tests of tools that copy files with `mpremote cp`.
-(tools/build_firmware.sh qemu-ram builds a variant with time, select, _asyncio and littlefs on
-a flash-like block device: see tools/board_ram.py.)
+(tools/build_firmware.sh qemu-ram and qemu-112k build a variant with time, select, _asyncio
+and littlefs on a flash-like block device, qemuflash.Flash: tools/board_ram.py measures on it,
+tests_host/test_packages.py installs on it. Its layout is FLASH_*, and flash_image() builds the
+littlefs image of a folder for it on the host.)
 
-This file is shared: tests_host/qemu_board.py re-exports it for the tests.
+Used by tools/board_ram.py and by tests_host (test_qemu.py, test_packages.py).
 """
 
 import atexit
 import os
 import re
-import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from hostkit import ROOT
+from hostkit.mpy import find_tool
+
 MACHINE = "mps2-an385"
 
 
@@ -47,14 +49,7 @@ def default_firmware():
 
 def find_mpremote():
     """The mpremote command as a list (the venv's first), or None."""
-    exe = shutil.which("mpremote", path=str(Path(sys.executable).parent)) or shutil.which("mpremote")
-    if exe:
-        return [exe]
-    try:
-        import mpremote  # noqa: F401
-    except ImportError:
-        return None
-    return [sys.executable, "-m", "mpremote"]
+    return find_tool("mpremote")
 
 
 class BoardError(Exception):
@@ -444,3 +439,80 @@ class RamFS:
             raise OSError(errno.ENOENT)
         return _RamFile(self, path, mode)
 '''
+
+
+# -- the qemu-ram boards' flash (tools/build_firmware.sh qemu-ram, qemu-112k) -----------------------
+
+# qemuflash.Flash (tools/qemu_ram/qemuflash/qemuflash.c): where and how big; the image must match.
+FLASH_ADDR = 0x20000000
+FLASH_BYTES = 2 * 1024 * 1024
+FLASH_BLOCK = 4096
+MOUNT = 'vfs.mount(vfs.VfsLfs2(qemuflash.Flash(), progsize=256), "/")'  # as rp2's _boot.py
+
+# Runs on the unix port: a littlefs2 image of a folder, for qemuflash.Flash.
+MKIMG = r"""
+import os, sys, vfs
+
+SIZE, BLOCK = int(sys.argv[3]), int(sys.argv[4])
+
+
+class Bdev:
+    def __init__(self):
+        self.data = bytearray(SIZE)
+
+    def readblocks(self, n, buf, off=0):
+        s = n * BLOCK + off
+        buf[:] = self.data[s : s + len(buf)]
+
+    def writeblocks(self, n, buf, off=None):
+        s = n * BLOCK + (off or 0)
+        self.data[s : s + len(buf)] = buf
+
+    def ioctl(self, op, arg):
+        if op == 4:
+            return SIZE // BLOCK
+        if op == 5:
+            return BLOCK
+        if op == 6:
+            self.data[arg * BLOCK : (arg + 1) * BLOCK] = b"\xff" * BLOCK
+        return 0
+
+
+def copy(src, dst):
+    for name in sorted(os.listdir(src)):
+        s, d = src + "/" + name, dst + "/" + name
+        if os.stat(s)[0] & 0x4000:
+            os.mkdir(d)
+            copy(s, d)
+        else:
+            with open(s, "rb") as f, open(d, "wb") as g:
+                g.write(f.read())
+
+
+bdev = Bdev()
+vfs.VfsLfs2.mkfs(bdev, progsize=256)
+vfs.mount(vfs.VfsLfs2(bdev, progsize=256), "/img")
+copy(sys.argv[1], "/img")
+vfs.umount("/img")
+with open(sys.argv[2], "wb") as f:
+    f.write(bdev.data)
+print("image ok")
+"""
+
+
+def flash_image(micropython, folder, image):
+    """A littlefs image of `folder` (its files and subfolders) for qemuflash.Flash, written to
+    `image` by MKIMG on the MicroPython unix port `micropython`; returns `image`."""
+    script = Path(image).parent / "mkimg.py"
+    script.write_text(MKIMG, encoding="utf-8")
+    cmd = [str(micropython), "-X", "heapsize=%d" % (4 * FLASH_BYTES), str(script), str(folder), str(image),
+           str(FLASH_BYTES), str(FLASH_BLOCK)]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if p.returncode != 0 or "image ok" not in p.stdout:
+        raise RuntimeError("building the littlefs image failed: %s" % (p.stdout + p.stderr)[-2000:])
+    return image
+
+
+def flash_loader(image):
+    """QemuBoard's extra_args that load `image` into the flash at boot."""
+    return ["-device", "loader,file=%s,addr=0x%x,force-raw=on" % (image, FLASH_ADDR)]
