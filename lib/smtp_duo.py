@@ -1095,14 +1095,13 @@ class _Plain:
         self.cr = False  # the previous window ended with CR: a leading LF belongs to it
 
     def text(self, data, i, j):
-        # Line by line from the window itself into the output buffer, then CRLF: nothing the
-        # size of a window is allocated, so a long body leaves no large garbage to fragment
-        # the heap. (A window at most doubles: the output has room, see Output.)
         out = self.out
         if self.cr and i < j and data[i] == 10:
             i += 1
         self.cr = False
-        if not _MICROPYTHON and i < j:
+        if i >= j:
+            return
+        if not _MICROPYTHON:
             # CPython: C-level replace() beats a loop over lines, and its heap does not fragment.
             self.cr = data[j - 1] == 13
             w = data[i : j - self.cr]
@@ -1118,15 +1117,17 @@ class _Plain:
             out.put(w)
             self.bol = w[-1:] == b"\n"
             return
+        # MicroPython: line by line from the window into the output buffer (slice assignments,
+        # which a growing bytearray also takes), then CRLF. Nothing the size of a window is
+        # allocated, so a long body leaves no large garbage to fragment the heap. A window at
+        # most doubles, and the output is flushed at half full: it has room.
         mv = memoryview(data)
         buf = out.buf
         n = out.n
-        dots = out.dots
-        bol = self.bol
         cr = data.find(b"\r", i, j) >= 0
         while i < j:
-            if bol and dots and data[i] == 46:
-                buf[n] = 46
+            if self.bol and out.dots and data[i] == 46:
+                buf[n : n + 1] = b"."
                 n += 1
                 out.stuffed += 1
             e = data.find(b"\n", i, j)
@@ -1137,21 +1138,18 @@ class _Plain:
                 e = j
             buf[n : n + e - i] = mv[i:e]
             n += e - i
-            bol = e < j
-            if bol:
-                buf[n] = 13
-                buf[n + 1] = 10
-                n += 2
-                i = e + 1
-                if data[e] == 13:  # CR, or CRLF: one line end
-                    if i == j:
-                        self.cr = True
-                    elif data[i] == 10:
-                        i += 1
-            else:
-                i = j
+            self.bol = e < j
+            if e == j:
+                break
+            buf[n : n + 2] = b"\r\n"
+            n += 2
+            i = e + 1
+            if data[e] == 13:  # CR, or CRLF: one line end
+                if i == j:
+                    self.cr = True
+                elif data[i] == 10:
+                    i += 1
         out.n = n
-        self.bol = bol
 
     def end(self):
         if not self.bol:  # RFC 5321 4.1.1.4: a missing final CRLF is added, never a second

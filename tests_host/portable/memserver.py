@@ -21,6 +21,10 @@ class Collect:
         self.buf = bytearray()
         self.stuffed = 0
 
+    # Where the next octet goes, as on Output: writers may assign buf[n:...] directly (here
+    # always at the end, which extends it) and then set n, which the growing buffer tracks.
+    n = property(lambda self: len(self.buf), lambda self, value: None)
+
     def stuff(self):
         self.buf.append(0x2E)
         self.stuffed += 1
