@@ -83,12 +83,15 @@ class SMTPError(Exception):
     later)."""
 
     def __init__(self, message, status, reply=None, command=None, temporary=None):
-        super().__init__(message)
-        self.message = message
-        self.status = status
         self.code = self.enhanced = self.text = None
         if reply:
             self.code, self.enhanced, self.text = reply.code, reply.enhanced, reply.text
+            x = _load("smtp_duo_explain")  # installed: what to do about this reply
+            if x:
+                message = x.reply(message, reply)
+        super().__init__(message)
+        self.message = message
+        self.status = status
         self.command = command
         self.temporary = (self.code or 0) // 100 == 4 if temporary is None else temporary
 
@@ -137,7 +140,8 @@ class SMTPRecipientsRefused(SMTPError):
         temporary = True
         for last in recipients.values():
             temporary = temporary and last.code // 100 == 4
-        SMTPError.__init__(self, message, RCPT_REPLY_ERROR, last, command, temporary)
+        SMTPError.__init__(self, "%s: %s" % (message, last) if last else message, RCPT_REPLY_ERROR,
+                           last, command, temporary)
         self.recipients = recipients
 
 
@@ -375,8 +379,8 @@ class SMTPClient:
             if self.username is not None:
                 yield from self._authenticate()
         except BaseException as e:
-            if isinstance(e, SMTPTimeoutError) and e.command == "greeting" and not self.tls:
-                e.message += " (a TLS port? then tls=TLS_IMPLICIT)"  # silent: awaits a handshake
+            if isinstance(e, SMTPTimeoutError) and e.command == "greeting" and self.tls != TLS_IMPLICIT:
+                e.message += ": is this a TLS port? use tls=TLS_IMPLICIT"  # silent: awaits a handshake
             yield from self.quit_steps()
             raise
 
@@ -481,8 +485,9 @@ class SMTPClient:
         if r.code != 235:
             if detail:
                 r.text += "\n" + detail
-            raise SMTPAuthenticationError("authentication failed: %s" % r, AUTH_REPLY_ERROR, r,
-                                          "AUTH")
+            raise SMTPAuthenticationError("authentication failed: %s%s" % (r, (
+                ": wrong user or password (Gmail/Outlook: an app password, or XOAUTH2)")
+                if r.code == 535 else ""), AUTH_REPLY_ERROR, r, "AUTH")
 
     def _transaction(self, msg):
         # RFC 5321 3.3. With PIPELINING (RFC 2920) the envelope and DATA go in one flight,
@@ -1252,8 +1257,7 @@ class Output:
             raise (SMTPAuthenticationError if r.code == 530 else SMTPError)(
                 "sender refused: %s" % r, MAIL_REPLY_ERROR, r, "MAIL")
         if rcpts and (self.closed or not self.accepted):
-            raise SMTPRecipientsRefused("recipients refused: %s" % (self.closed or ""),
-                                        self.refused, "RCPT")
+            raise SMTPRecipientsRefused("recipients refused", self.refused, "RCPT")
 
 
 # -- AUTH mechanisms: (authentication_type, name, respond), strongest first. respond(user,
@@ -1655,7 +1659,7 @@ def tls_error(e, port):
     # A certificate refused (but for its dates: the board's clock), no TLS on the port, a
     # refused handshake, no CA: trying again will not help.
     permanent = ("certif" in low or "verif" in low or "hostname" in low or "(cn)" in low) \
-        and not ("expired" in low or "future" in low) or "record" in low or "version" in low \
+        and not ("expired" in low or "future" in low or "yet" in low) or "record" in low or "version" in low \
         or "alert" in low or "ca chain" in low or (e.args[:1] or (0,))[0] == -0x7200
     msg = ("TLS handshake timed out on port %d: is it a TLS port?" if _is_timeout(e) else
            "TLS handshake failed on port %d: " + (str(e) or type(e).__name__)) % port

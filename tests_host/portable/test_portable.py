@@ -389,8 +389,8 @@ def test_tls_failures_say_what_to_do():
         (ValueError("\nThe certificate Common Name (CN) does not match with the expected CN\n"), "certificate", False),
         (ValueError("The certificate is not correctly signed by the trusted CA"), "certificate", False),
         (OSError(errno.ETIMEDOUT), "timed out", True),  # 110 on rp2 and unix, 116 on ESP32
-        (ValueError("The certificate validity starts in the future"), "set the board's clock", True),
-        (ValueError("The certificate validity has expired"), "set the board's clock", True),
+        (ValueError("The certificate validity starts in the future"), "is the clock set? ntptime.settime()", True),
+        (ValueError("The certificate validity has expired"), "is the clock set? ntptime.settime()", True),
     ]
     for exc, words, temporary in cases:
         e = smtp_duo.tls_error(exc, 587)  # with smtp_duo_explain installed: what to do, too
