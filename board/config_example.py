@@ -15,24 +15,36 @@ WIFI_ATTEMPTS = 3  # per round; the next round tries again
 NTP_HOST = "pool.ntp.org"  # or your router's address
 
 # --- Mail ----------------------------------------------------------------------------------------
-# A mail provider needs TLS and a login: SMTP_TLS = "starttls" with port 587 (or "implicit" with
-# 465), SMTP_USERNAME and SMTP_PASSWORD (Gmail: an app password, not your account password), and
-# SMTP_CA_FILE: the CA certificate that proves the server is the real one, as DER. Make it on a
-# PC with `python3 tools/fetch_ca.py smtp.example.com:587` and copy it next to main.py. Without it
-# the mail is encrypted but the server is not authenticated, and smtp_duo refuses to log in.
-# A relay on your own network may take mail on port 25 without TLS or login: SMTP_TLS = "none".
-SMTP_SERVER = "smtp.example.com"
-SMTP_PORT = None  # None: 587 for "starttls", 465 for "implicit", 25 for "none"
-SMTP_TLS = "starttls"  # "starttls", "implicit" or "none"
-SMTP_CA_FILE = "ca.der"  # None to skip verification (then no login is possible)
-SMTP_SERVER_NAME = None  # the name in the certificate, if SMTP_SERVER is an IP address
+# As it stands this is for a relay on your own network that takes mail on port 25 without TLS or
+# a login (Postfix with the board's subnet in mynetworks, a NAS's mail relay): set SMTP_SERVER to
+# its address and that is all. An IP address is best: a DNS lookup on a board can block for long.
+SMTP_SERVER = "192.168.1.10"
+SMTP_PORT = None  # None: 25 without TLS, 587 with "starttls", 465 with "implicit"
+SMTP_TLS = "none"  # "none", "starttls" or "implicit"
+SMTP_CA_FILE = None  # with TLS: the server's CA certificate (DER), which a login needs
+SMTP_SERVER_NAME = None  # with TLS: the name in the certificate, if SMTP_SERVER is an IP address
+SMTP_USERNAME = None  # a login (with SMTP_PASSWORD) needs TLS and SMTP_CA_FILE
+SMTP_PASSWORD = None
 MAIL_FROM = "sensor@example.com"
 MAIL_TO = "you@example.com"  # one address, or a list of them
 SMTP_TIMEOUT_S = 20
-SMTP_USERNAME = "sensor@example.com"
-SMTP_PASSWORD = "app-password"
 # True only for a lab server: lets the password go without verified TLS, readable on the way.
 SMTP_ALLOW_INSECURE_AUTH = False
+
+# A mail provider needs TLS, its CA certificate and a login. Uncomment these lines (they replace
+# the ones above) and fill in the account. Gmail, as here: SMTP_PASSWORD is an app password
+# (myaccount.google.com/apppasswords, with 2-Step Verification on), not the account's password;
+# port 465 works too, with SMTP_TLS = "implicit". Outlook / Microsoft 365: "smtp.office365.com"
+# with "starttls" (port 587), if the account allows SMTP login. Make the CA file on a PC, in this
+# checkout, for the server and port you set, and copy it next to main.py:
+#     python3 tools/fetch_ca.py smtp.gmail.com:587 --out ca.der
+#     mpremote cp ca.der :
+# SMTP_SERVER = "smtp.gmail.com"
+# SMTP_TLS = "starttls"
+# SMTP_CA_FILE = "ca.der"
+# SMTP_USERNAME = "greenhouse@gmail.com"
+# SMTP_PASSWORD = "app-password"
+# MAIL_FROM = "greenhouse@gmail.com"  # the account's own (Gmail rewrites others, Outlook refuses)
 
 # Pico W: a folder for the persistent outbox (smtp_duo_outbox.py on the board too), e.g.
 # "/outbox": every alert is stored in flash first and sent when Wi-Fi is up, so alerts survive

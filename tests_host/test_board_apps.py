@@ -8,6 +8,8 @@ it (for the app and for smtp_duo alike): sleeps return at once and move a shared
 sensor readings, the Wi-Fi connection attempts and the NTP answers are scripted per test; when
 the readings run out the stand-in ADC raises ScenarioEnd, which ends the app's endless loop.
 The stand-ins log what the board would do as `@@ {json}` lines among the app's own output.
+A mistake in config.py makes an app print one line and wait, repeating it: the scenario's
+until_s then ends the run when the stand-in clock passes it.
 """
 
 import ast
@@ -394,3 +396,211 @@ def test_pico_w_outbox_keeps_alerts_through_a_wifi_outage_and_a_power_cut(microp
     assert got[0]["Message-ID"] == head["message_id"]
     assert os.listdir(box) == ["failed"]  # delivered, so removed; nothing refused
     assert run.app_lines("outbox: sent 1, 0 waiting, 0 refused")
+
+
+# -- configuring the apps: a relay in one edit, a provider in one block, one line per mistake ----
+
+EXAMPLE = (ROOT / "board" / "config_example.py").read_text()
+CONFIG_WAIT_S = 30  # the apps repeat a config.py problem this often, and wait
+UNTIL_S = 100  # how long the stand-in clock runs for a config.py problem: 4 repeats
+
+
+def edit_example(text, **settings):
+    """config_example.py's text with the last NAME = ... line (not a comment: the one that
+    counts) of each NAME set to a new value; a NAME without such a line is appended."""
+    lines = text.splitlines()
+    for name, value in settings.items():
+        hits = [i for i, line in enumerate(lines) if line.startswith(name + " = ")]
+        if hits:
+            lines[hits[-1]] = "%s = %r" % (name, value)
+        else:
+            lines.append("%s = %r" % (name, value))
+    return "\n".join(lines) + "\n"
+
+
+def uncomment_provider_block(text):
+    """config_example.py with its commented provider block (# SMTP_SERVER = ... to # MAIL_FROM = ...)
+    uncommented, as a user would."""
+    lines = text.splitlines()
+    start = lines.index('# SMTP_SERVER = "smtp.gmail.com"')
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith("# MAIL_FROM = "))
+    for i in range(start, end + 1):
+        assert lines[i].startswith("# "), lines[i]
+        lines[i] = lines[i][2:]
+    return "\n".join(lines) + "\n"
+
+
+def test_example_config_is_the_relay_case():
+    # The defaults: port 25, no TLS, no CA file, no login. The provider block is all comments.
+    cfg = example_config()
+    assert (cfg["SMTP_PORT"], cfg["SMTP_TLS"], cfg["SMTP_CA_FILE"], cfg["SMTP_USERNAME"],
+            cfg["SMTP_PASSWORD"], cfg["SMTP_ALLOW_INSECURE_AUTH"]) == (None, "none", None, None, None, False)
+    values = {}
+    exec(uncomment_provider_block(EXAMPLE), {}, values)
+    assert {k: values[k] for k in ("SMTP_SERVER", "SMTP_PORT", "SMTP_TLS", "SMTP_CA_FILE")} == {
+        "SMTP_SERVER": "smtp.gmail.com", "SMTP_PORT": None, "SMTP_TLS": "starttls", "SMTP_CA_FILE": "ca.der"}
+    assert values["SMTP_USERNAME"] == values["MAIL_FROM"] == "greenhouse@gmail.com"
+    assert isinstance(values["SMTP_PASSWORD"], str)
+    for text in ("smtp.office365.com", "app password", "mpremote cp ca.der :",
+                 "python3 tools/fetch_ca.py smtp.gmail.com:587 --out ca.der"):
+        assert text in EXAMPLE, text
+
+
+def run_boot(micropython, mpy_dir, tmp_path, board, config_text, raws=(), until_s=None, **kw):
+    """Run an app with this config.py text (None: no config.py). With until_s the stand-in clock
+    ends the run after that long; else the scripted readings do."""
+    if config_text is not None:
+        (tmp_path / "config.py").write_text(config_text)
+    scenario = {"board": board, "readings": list(raws), "wifi": [], "ntp": [], "ntp_default": True,
+                "boot_epoch": BOOT_EPOCH, "ntp_epoch": NTP_EPOCH, **kw}
+    if until_s is not None:
+        scenario["until_s"] = until_s
+    (tmp_path / "scenario.json").write_text(json.dumps(scenario))
+    path = [str(BOARDSHIM), str(tmp_path), str(mpy_dir), ".frozen"]
+    env = dict(os.environ, MICROPYPATH=os.pathsep.join(path),
+               BOARDSIM_SCENARIO=str(tmp_path / "scenario.json"))
+    proc = subprocess.run([str(micropython), "-X", "heapsize=" + DEFAULT_HEAP, str(APPS[board])],
+                          capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    return Run(proc)
+
+
+def info_of(run):
+    p = run.proc
+    return "rc %d\n--- stdout\n%s\n--- stderr\n%s" % (p.returncode, p.stdout, p.stderr)
+
+
+def check_config_problem(run, message):
+    """The app said `config: <message>`, that line only, once every CONFIG_WAIT_S while it waits,
+    with no traceback, and touched neither the sensor nor Wi-Fi. (The one traceback on stderr
+    is the stand-in clock's ScenarioEnd, which ends the test's run of the waiting app.)"""
+    info = info_of(run)
+    p = run.proc
+    assert p.returncode == 1, info
+    assert p.stderr.count("Traceback") == 1, info
+    assert p.stderr.rstrip().splitlines()[-1] == "ScenarioEnd: the clock ran %d s" % UNTIL_S, info
+    assert "Traceback" not in p.stdout and "Error" not in p.stdout.replace(message, ""), info
+    said = [x for kind, x in run.timeline if kind == "app"]
+    assert said[0].startswith("alert mailer, smtp_duo "), info
+    assert said[1:] == ["config: " + message] * (UNTIL_S // CONFIG_WAIT_S + 1), info
+    assert [e["s"] for e in run.events("sleep")] == [CONFIG_WAIT_S] * len(said[1:]), info
+    assert not run.events("adc") and not run.events("active") and not run.events("connect"), info
+
+
+@pytest.mark.parametrize("board", ["esp32", "rp2_pico_w"])
+@pytest.mark.parametrize("how", ["one_edit", "settings_left_out", "ca_file_without_tls"])
+def test_relay_with_one_edit(board, how, micropython, mpy_dir, smtpd, tmp_path):
+    # config_example.py as it is, with SMTP_SERVER set (and SMTP_PORT, only because the test
+    # server cannot have port 25): the alert goes out, without TLS or a login. A shorter
+    # config.py that leaves out the optional settings works the same, and so does one that
+    # names a CA file without TLS (the file is not opened: there is none).
+    ctl = smtpd(auth_required=False)
+    text = edit_example(EXAMPLE, SMTP_SERVER="127.0.0.1", SMTP_PORT=ctl.port)
+    changed = [(a, b) for a, b in zip(EXAMPLE.splitlines(), text.splitlines()) if a != b]
+    assert [b for a, b in changed] == ["SMTP_SERVER = '127.0.0.1'", "SMTP_PORT = %d" % ctl.port]
+    if how == "settings_left_out":
+        optional = ("SMTP_TLS", "SMTP_CA_FILE", "SMTP_SERVER_NAME", "SMTP_USERNAME", "SMTP_PASSWORD",
+                    "SMTP_ALLOW_INSECURE_AUTH", "WIFI_COUNTRY", "OUTBOX_DIR", "ESP32_LIGHT_SLEEP")
+        text = "".join(line + "\n" for line in text.splitlines() if not line.startswith(optional))
+    if how == "ca_file_without_tls":  # no TLS: the CA file is not used, so not opened (there is none)
+        text = edit_example(text, SMTP_CA_FILE="ca.der")
+    cfg = example_config()
+    raws, v = script(board, cfg, [25.0, 31.0])
+    run = run_boot(micropython, mpy_dir, tmp_path, board, text, raws)
+    info = info_of(run)
+    assert run.proc.returncode == 1 and "ScenarioEnd: 2 scripted readings done" in run.proc.stderr, info
+    assert "Traceback" not in run.proc.stdout and not run.app_lines("config:"), info
+    assert run.rounds_with(app_says("mail: sent:")) == [1], info
+    [env] = ctl.handler.messages
+    assert (env.mail_from, env.rcpt_tos) == ("sensor@example.com", ["you@example.com"])
+    msg = email.message_from_bytes(env.content, policy=email.policy.default)
+    assert subject_body(msg) == expected_mail("ALERT", v[1], v[1])
+
+
+@pytest.mark.parametrize("board", ["esp32", "rp2_pico_w"])
+def test_provider_block_with_its_ca_file(board, micropython, mpy_dir, smtpd, pki, tmp_path):
+    # The provider block uncommented (here pointed at a local server with STARTTLS and a
+    # certificate from the test CA, which needs a login over TLS): the app reads ca.der,
+    # verifies the server, logs in and sends.
+    ctl = smtpd(tls_context=pki.server_context(), require_starttls=True, auth_required=True,
+                auth_require_tls=True)
+    (tmp_path / "ca.der").write_bytes(pki.ca_der.read_bytes())
+    text = edit_example(uncomment_provider_block(EXAMPLE), SMTP_SERVER="127.0.0.1",
+                        SMTP_PORT=ctl.port, SMTP_SERVER_NAME="localhost", SMTP_USERNAME="alice",
+                        SMTP_PASSWORD="correct horse")
+    raws, v = script(board, example_config(), [25.0, 31.0])
+    run = run_boot(micropython, mpy_dir, tmp_path, board, text, raws)
+    info = info_of(run)
+    assert "ScenarioEnd: 2 scripted readings done" in run.proc.stderr, info
+    assert "Traceback" not in run.proc.stdout and not run.app_lines("config:"), info
+    assert run.rounds_with(app_says("mail: sent:")) == [1], info
+    [env] = ctl.handler.messages
+    assert (env.mail_from, env.rcpt_tos) == ("greenhouse@gmail.com", ["you@example.com"])
+
+
+CA_HINT = ("cannot read the CA file 'ca.der' (SMTP_CA_FILE): make it on a PC with `python3 tools/fetch_ca.py "
+           "%s --out ca.der`, then `mpremote cp ca.der :ca.der`")
+LOGIN_HINT = ('a login needs TLS and a CA file: set SMTP_TLS = "starttls" (or "implicit") and SMTP_CA_FILE, '
+              "or SMTP_USERNAME = SMTP_PASSWORD = None for a relay")
+
+CONFIG_PROBLEMS = {
+    # name: (config.py's text, or None for none, the one line the app says after "config: "
+    # [, a file put next to config.py])
+    "no config.py": (None,
+                     "no config.py on the board: copy board/config_example.py to the board as config.py"),
+    "syntax error": (EXAMPLE + "SMTP_PORT = \n", "config.py has an error: SyntaxError('invalid syntax',); "
+                     '`mpremote exec "import config"` shows where'),
+    "provider block, no ca.der": (uncomment_provider_block(EXAMPLE), CA_HINT % "smtp.gmail.com:587"),
+    "no ca.der, implicit TLS by IP": (
+        edit_example(uncomment_provider_block(EXAMPLE), SMTP_SERVER="192.0.2.7", SMTP_TLS="implicit",
+                     SMTP_SERVER_NAME="mail.example.com"),
+        CA_HINT % "192.0.2.7:465 --server-name mail.example.com"),
+    "login without TLS": (edit_example(EXAMPLE, SMTP_USERNAME="alice", SMTP_PASSWORD="correct horse"),
+                          LOGIN_HINT),
+    "login with TLS, no CA file": (
+        edit_example(EXAMPLE, SMTP_TLS="starttls", SMTP_USERNAME="alice", SMTP_PASSWORD="correct horse"),
+        LOGIN_HINT),
+    "SMTP_SERVER missing": ("".join(line + "\n" for line in EXAMPLE.splitlines()
+                                    if not line.startswith("SMTP_SERVER = ")),
+                            "SMTP_SERVER is missing from config.py"),
+    "SMTP_PORT a string": (edit_example(EXAMPLE, SMTP_PORT="587"),
+                           "SMTP_PORT in config.py must be None or a whole number, not str"),
+    "password without quotes": (edit_example(EXAMPLE, WIFI_PASSWORD=12345678),
+                                "WIFI_PASSWORD in config.py must be a string, not int"),
+    "MAIL_TO a number": (edit_example(EXAMPLE, MAIL_TO=5),
+                         "MAIL_TO in config.py must be a string or a list, not int"),
+    "MAIL_TO not an address": (
+        edit_example(EXAMPLE, MAIL_TO=["ops@example.com", "ops"]),
+        "the mail settings in config.py: MAIL_TO is not an address like name@example.com: 'ops'"),
+    "TLS to an IP address, no SMTP_SERVER_NAME": (
+        edit_example(EXAMPLE, SMTP_TLS="starttls", SMTP_CA_FILE="ca.der"),
+        "the mail settings in config.py: verifying an IP address needs SMTP_SERVER_NAME", "ca.der"),
+    "SMTP_TLS misspelt": (edit_example(EXAMPLE, SMTP_TLS="tls"),
+                          "SMTP_TLS in config.py must be \"none\", \"starttls\" or \"implicit\", not 'tls'"),
+    "MAIL_FROM not an address": (
+        edit_example(EXAMPLE, MAIL_FROM="sensor"),
+        "the mail settings in config.py: MAIL_FROM is not an address like name@example.com: 'sensor'"),
+}
+
+
+@pytest.mark.parametrize("board", ["esp32", "rp2_pico_w"])
+@pytest.mark.parametrize("problem", list(CONFIG_PROBLEMS))
+def test_config_problem_is_one_line_at_boot(board, problem, micropython, mpy_dir, tmp_path):
+    text, message, *files = CONFIG_PROBLEMS[problem]
+    for name in files:
+        (tmp_path / name).write_bytes(b"not a certificate")
+    run = run_boot(micropython, mpy_dir, tmp_path, board, text, raws=[1000], until_s=UNTIL_S)
+    check_config_problem(run, message)
+    assert "12345678" not in run.proc.stdout and "correct horse" not in run.proc.stdout
+
+
+@pytest.mark.parametrize("board", ["esp32", "rp2_pico_w"])
+def test_esp32_only_and_pico_only_settings(board, micropython, mpy_dir, tmp_path):
+    # Each app checks the settings it uses: the ESP32's ADC pin, the Pico W's outbox folder.
+    if board == "esp32":
+        text = edit_example(EXAMPLE, ADC_PIN="34")
+        message = "ADC_PIN in config.py must be a whole number, not str"
+    else:
+        text = edit_example(EXAMPLE, OUTBOX_DIR=1)
+        message = "OUTBOX_DIR in config.py must be None or a string, not int"
+    run = run_boot(micropython, mpy_dir, tmp_path, board, text, raws=[1000], until_s=UNTIL_S)
+    check_config_problem(run, message)

@@ -1,5 +1,6 @@
 # Sensor alert mailer for ESP32 boards, built on smtp_duo (setup: board/README.md). On the board:
-# /main.py (this file), /config.py (from board/config_example.py) and /lib/smtp_duo.py.
+# /main.py (this file), /config.py (from board/config_example.py), /lib/smtp_duo.mpy and, for
+# a mail provider, the CA file named by SMTP_CA_FILE (ca.der).
 
 import sys
 import time
@@ -8,9 +9,92 @@ import machine
 import network
 import ntptime
 
-import config
 import smtp_duo
 
+NoneType = type(None)
+
+
+def stop(problem):
+    # A mistake in config.py: one line, not a traceback, repeated for whoever connects with
+    # mpremote later (it shows only what comes after it connects). The app waits rather than
+    # ends: sys.exit() in main.py soft-resets the board, which runs main.py again. Ctrl-C gets
+    # the REPL: fix config.py and reset the board.
+    while True:
+        print("config:", problem)
+        time.sleep(30)
+
+
+def make_client():
+    """Load and check config.py, then make the client (once: its buffers and the CA stay
+    allocated, so RAM does not fragment between mails). A problem goes to stop()."""
+    global config
+    try:
+        import config
+    except Exception as e:
+        if "'config'" in str(e):  # ImportError: no module named 'config'
+            stop("no config.py on the board: copy board/config_example.py to the board as config.py")
+        stop("config.py has an error: %r; `mpremote exec \"import config\"` shows where" % (e,))
+    for names, types, what in (
+        ("WIFI_SSID WIFI_PASSWORD NTP_HOST SMTP_SERVER MAIL_FROM SENSOR_NAME", (str,), "a string"),
+        ("MAIL_TO", (str, list, tuple), "a string or a list"),
+        ("WIFI_TIMEOUT_S WIFI_ATTEMPTS ADC_PIN", (int,), "a whole number"),
+        ("SMTP_TIMEOUT_S ALERT_ABOVE HYSTERESIS READ_INTERVAL_S MIN_MAIL_INTERVAL_S RETRY_INTERVAL_S "
+         "ADC_SCALE ADC_OFFSET", (int, float), "a number"),
+        # Optional, None if left out: a relay needs no TLS, CA file or login.
+        ("SMTP_TLS SMTP_CA_FILE SMTP_SERVER_NAME SMTP_USERNAME SMTP_PASSWORD", (str, NoneType),
+         "None or a string"),
+        ("SMTP_PORT", (int, NoneType), "None or a whole number"),
+        ("SMTP_ALLOW_INSECURE_AUTH ESP32_LIGHT_SLEEP", (bool, NoneType), "True or False"),
+    ):
+        for name in names.split():
+            if not hasattr(config, name):
+                if NoneType not in types:
+                    stop(name + " is missing from config.py")
+                setattr(config, name, None)
+            value = getattr(config, name)
+            if not isinstance(value, types):  # not the value: it may be a password
+                stop("%s in config.py must be %s, not %s" % (name, what, type(value).__name__))
+    tls = {"none": smtp_duo.TLS_NONE, "starttls": smtp_duo.TLS_STARTTLS,
+           "implicit": smtp_duo.TLS_IMPLICIT}.get(config.SMTP_TLS or "none")
+    if tls is None:
+        stop('SMTP_TLS in config.py must be "none", "starttls" or "implicit", not %r' % config.SMTP_TLS)
+    if config.SMTP_USERNAME is not None and not (tls and config.SMTP_CA_FILE or
+                                                 config.SMTP_ALLOW_INSECURE_AUTH):
+        # smtp_duo gives a password only to a server whose certificate it has verified.
+        stop('a login needs TLS and a CA file: set SMTP_TLS = "starttls" (or "implicit") and SMTP_CA_FILE, '
+             "or SMTP_USERNAME = SMTP_PASSWORD = None for a relay")
+    cadata = None
+    if tls and config.SMTP_CA_FILE:  # without TLS it is not used, so not read
+        try:
+            with open(config.SMTP_CA_FILE, "rb") as f:
+                cadata = f.read()
+        except OSError:
+            name = config.SMTP_SERVER_NAME
+            stop("cannot read the CA file %r (SMTP_CA_FILE): make it on a PC with `python3 tools/fetch_ca.py "
+                 "%s:%d%s --out ca.der`, then `mpremote cp ca.der :%s`" % (
+                     config.SMTP_CA_FILE, config.SMTP_SERVER, config.SMTP_PORT or (25, 587, 465)[tls],
+                     " --server-name " + name if name else "", config.SMTP_CA_FILE))
+    try:
+        smtp_duo.address(config.MAIL_FROM, "MAIL_FROM")  # else a wrong address shows only in a mail
+        smtp_duo.address_list(config.MAIL_TO, "MAIL_TO")
+        return smtp_duo.SMTPClient(
+            server_address=config.SMTP_SERVER,
+            port=config.SMTP_PORT,
+            username=config.SMTP_USERNAME,
+            password=config.SMTP_PASSWORD,
+            from_address=config.MAIL_FROM,
+            timeout=config.SMTP_TIMEOUT_S,
+            tls=tls,
+            cadata=cadata,
+            server_hostname=config.SMTP_SERVER_NAME,
+            allow_insecure_auth=config.SMTP_ALLOW_INSECURE_AUTH,
+        )
+    except ValueError as e:  # what smtp_duo checks itself: addresses, host names, the CA's format
+        stop("the mail settings in config.py: %s" % str(e).replace("server_hostname", "SMTP_SERVER_NAME"))
+
+
+print("alert mailer, smtp_duo", smtp_duo.__version__)
+client = make_client()  # checks config.py first: a problem is one line, and the app waits
 _adc = machine.ADC(machine.Pin(config.ADC_PIN), atten=machine.ADC.ATTN_11DB)
 
 
@@ -63,28 +147,6 @@ def set_clock():
     return False
 
 
-def make_client():
-    # A ValueError here means a mistake in config.py. The client is made once: its buffers and
-    # the CA stay allocated, so RAM does not fragment between mails.
-    cadata = None
-    if config.SMTP_CA_FILE:
-        with open(config.SMTP_CA_FILE, "rb") as f:
-            cadata = f.read()
-    return smtp_duo.SMTPClient(
-        server_address=config.SMTP_SERVER,
-        port=config.SMTP_PORT,
-        username=config.SMTP_USERNAME,
-        password=config.SMTP_PASSWORD,
-        from_address=config.MAIL_FROM,
-        timeout=config.SMTP_TIMEOUT_S,
-        tls={"none": smtp_duo.TLS_NONE, "starttls": smtp_duo.TLS_STARTTLS,
-             "implicit": smtp_duo.TLS_IMPLICIT}[config.SMTP_TLS],
-        cadata=cadata,
-        server_hostname=config.SMTP_SERVER_NAME,
-        allow_insecure_auth=config.SMTP_ALLOW_INSECURE_AUTH,
-    )
-
-
 def message(state, value, peak):
     subject = "[%s] %s: %.1f" % (config.SENSOR_NAME, state, value)
     body = "%s reads %.1f (alert at %.1f, all-clear below %.1f, peak %.1f).\n" % (
@@ -119,9 +181,7 @@ def sleep(seconds):
         time.sleep(seconds)  # stays connected; Wi-Fi is serviced in the background
 
 
-def main():
-    print("alert mailer, smtp_duo", smtp_duo.__version__)
-    client = make_client()
+def main(client):
     clock_ok = wifi_up() and set_clock()
     alarm, peak = False, 0.0
     pending = None  # (subject, body) not yet sent; a newer event replaces it
@@ -152,4 +212,4 @@ def main():
         sleep(config.READ_INTERVAL_S)
 
 
-main()
+main(client)

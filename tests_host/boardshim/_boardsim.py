@@ -13,6 +13,8 @@ The scenario is a JSON file named by the BOARDSIM_SCENARIO environment variable:
                  after the list: ntp_default (true unless given)
     boot_epoch   the clock at start, Unix seconds (default 2000-01-01: a board's RTC at boot)
     ntp_epoch    what a successful settime() sets the clock to, Unix seconds
+    until_s      if given: a sleep that takes the clock past this many seconds raises
+                 ScenarioEnd (ends an app that waits without reading the sensor)
 
 The clock is the real one plus the time the app slept: sleeps return at once and move it on,
 so an hour of the app's life takes a second, while socket deadlines in smtp_duo still work.
@@ -60,6 +62,10 @@ def advance_ms(ms):
     if ms > 0:
         skipped_ms += ms
         advances += 1
+        until = scenario.get("until_s")
+        if until is not None and elapsed_ms() > until * 1000:
+            log("end", until_s=until)
+            raise ScenarioEnd("the clock ran %d s" % until)
 
 
 def wall_ms():
