@@ -499,6 +499,17 @@ def test_deploy_copies_to_lib_and_imports_there(board, tmp_path):
     assert out.split() == ["/lib/smtp_duo.mpy", smtp_duo.__version__, "/lib/smtp_duo_md5.mpy",
                            "['smtp_duo.mpy',", "'smtp_duo_md5.mpy']"], out
 
+    # --ext puts extensions beside the core, and each imports from /lib (not the frozen copy).
+    p = run_deploy(board, "--no-soft-reset", "--ext", "mime", "--ext", "qp")
+    assert p.returncode == 0, p.stdout
+    for m in ("smtp_duo_mime", "smtp_duo_qp"):
+        assert "deploy: import %s: /lib/%s.mpy" % (m, m) in p.stdout, p.stdout
+    built = tmp_path / "ext"
+    assert deploy_cli("--build-only", str(built), "--ext", "mime", "--ext", "qp").returncode == 0
+    assert sorted(f.name for f in built.iterdir()) == ["smtp_duo.mpy", "smtp_duo_mime.mpy", "smtp_duo_qp.mpy"]
+    for f in built.iterdir():
+        assert board_sha256(board, "/lib/" + f.name) == hashlib.sha256(f.read_bytes()).hexdigest(), f.name
+
 
 def test_deploy_fails_clearly_without_a_filesystem(board):
     p = run_deploy(board)  # soft reset: the bare board, nothing mounted
