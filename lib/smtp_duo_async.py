@@ -51,12 +51,31 @@ async def _within(aw, deadline):
     left = smtp_duo.ticks_diff(deadline, smtp_duo.ticks_ms())
     if left <= 0:
         raise _timed_out()
+    if not _MICROPYTHON:
+        try:
+            return await asyncio.wait_for(aw, left / 1000)
+        except asyncio.TimeoutError:
+            raise _timed_out()
+    # MicroPython's wait_for hands aw's exception to the waiting task in a CancelledError it
+    # makes for it: when the heap is full that allocation fails, and a MemoryError comes out
+    # as a timeout (or a cancellation). aw's own exception is kept here, and wins.
+    failed = [None]
+
+    async def run():
+        try:
+            return await aw
+        except BaseException as e:
+            failed[0] = e
+            raise
+
     try:
-        if _MICROPYTHON:
-            return await asyncio.wait_for_ms(aw, left)  # pyright: ignore[reportAttributeAccessIssue]
-        return await asyncio.wait_for(aw, left / 1000)
-    except asyncio.TimeoutError:
-        raise _timed_out()
+        return await asyncio.wait_for_ms(run(), left)  # pyright: ignore[reportAttributeAccessIssue]
+    except (asyncio.TimeoutError, asyncio.CancelledError) as e:
+        if failed[0] is not None and not isinstance(failed[0], asyncio.CancelledError):
+            raise failed[0]
+        if isinstance(e, asyncio.TimeoutError):
+            raise _timed_out()
+        raise
 
 
 def _writable(sock):

@@ -127,3 +127,46 @@ def test_a_send_cancelled_in_the_starttls_handshake_stops_and_closes_its_socket(
         assert after[:1] == b"\x16" and b"QUIT" not in after, after
     finally:
         srv.stop()
+
+
+# MicroPython's wait_for() passes the awaited step's exception to the waiting task inside a
+# CancelledError it allocates; with the heap full that allocation fails too. Stand-in: a
+# CancelledError that cannot be made with arguments (as when no heap is left for it).
+NO_HEAP_FOR_THE_VERDICT = r'''
+import asyncio, smtp_duo, smtp_duo_async
+
+class Fragile(asyncio.core.CancelledError):
+    def __init__(self, *args):
+        if args:
+            raise MemoryError("no heap left for the CancelledError")
+        super().__init__()
+
+asyncio.core.CancelledError = Fragile
+
+async def handshake():  # a step that runs out of memory
+    await asyncio.sleep_ms(10)
+    raise MemoryError("memory allocation failed in the handshake")
+
+async def main():
+    t0 = smtp_duo.ticks_ms()
+    try:
+        await smtp_duo_async._within(handshake(), smtp_duo.ticks_add(t0, 2000))
+        what = "no error"
+    except BaseException as e:
+        what = "%s: %s" % (type(e).__name__, e)
+    print("RESULT", what, smtp_duo.ticks_diff(smtp_duo.ticks_ms(), t0))
+
+asyncio.run(main())
+'''
+
+
+def test_out_of_memory_in_a_step_is_not_a_timeout_or_a_cancellation(micropython, mpy_dir, tmp_path):
+    script = tmp_path / "noheap.py"
+    script.write_text(NO_HEAP_FOR_THE_VERDICT)
+    p = run_micropython(micropython, mpy_dir, [str(script)], timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    _, rest = p.stdout.split("RESULT ", 1)
+    what, ms = rest.strip().rsplit(" ", 1)
+    # The step's own MemoryError, at once: not a CancelledError, nor ETIMEDOUT after 2 s.
+    assert what == "MemoryError: memory allocation failed in the handshake", p.stdout
+    assert int(ms) < 1000, p.stdout
