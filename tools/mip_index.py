@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build a mip package index of smtp_duo, in micropython-lib's layout, for any static web server.
 
-    .venv/bin/python tools/mip_index.py [OUT]          # OUT defaults to build/mip/
+    .venv/bin/python tools/mip_index.py [OUT]          # OUT defaults to build/mip/ (in the current folder)
 
 Serve OUT as it is (GitHub Pages, `python3 -m http.server -d build/mip`, nginx, ...), then:
 
@@ -243,8 +243,9 @@ def build(out, root=ROOT, mpy_cross=None, log=print):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    ap.add_argument("out", nargs="?", type=Path, default=ROOT / "build" / "mip",
-                    help="the folder to write (replaced as a whole; default: build/mip)")
+    ap.add_argument("out", nargs="?", type=Path, default=Path("build") / "mip",
+                    help="the folder to write (replaced as a whole; default: build/mip in the current "
+                         "folder, the checkout's when run from there as README section 1 does)")
     a = ap.parse_args(argv)
     try:
         build(a.out)
