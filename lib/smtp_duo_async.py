@@ -130,8 +130,8 @@ class _StreamLink:
     async def read_into(self, mv, deadline):
         try:
             n = await _within(self._read(mv), self._by(deadline))
-        except (OSError, ValueError) as e:  # MicroPython's TLS raises ValueError for certificates
-            raise self._failure(e)
+        except Exception as e:  # as the blocking link: in a handshake any failure (a ValueError
+            raise self._failure(e)  # for a certificate, a MemoryError) is a TLS failure
         self.shake_by = None
         return n
 
@@ -159,7 +159,7 @@ class _StreamLink:
                 await _within(w.drain(), self._by(deadline))
             else:  # all taken at once: just let the other tasks run between buffers
                 await asyncio.sleep(0)
-        except (OSError, ValueError) as e:
+        except Exception as e:
             raise self._failure(e)
         self.shake_by = None  # TLS takes data only once the handshake is over
 
