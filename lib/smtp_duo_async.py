@@ -59,19 +59,19 @@ async def _within(aw, deadline):
     # MicroPython's wait_for hands aw's exception to the waiting task in a CancelledError it
     # makes for it: when the heap is full that allocation fails, and a MemoryError comes out
     # as a timeout (or a cancellation). aw's own exception is kept here, and wins.
-    failed = [None]
+    failed = []
 
     async def run():
         try:
             return await aw
         except BaseException as e:
-            failed[0] = e
+            failed.append(e)
             raise
 
     try:
         return await asyncio.wait_for_ms(run(), left)  # pyright: ignore[reportAttributeAccessIssue]
     except (asyncio.TimeoutError, asyncio.CancelledError) as e:
-        if failed[0] is not None and not isinstance(failed[0], asyncio.CancelledError):
+        if failed and not isinstance(failed[0], asyncio.CancelledError):
             raise failed[0]
         if isinstance(e, asyncio.TimeoutError):
             raise _timed_out()
