@@ -68,7 +68,9 @@ class FakeServer:
         self.errors = []
         self.accepted = 0
         self.closed_by_client = threading.Event()
+        self.session_over = threading.Event()  # the last connection is closed, by either side
         self._counters = {}
+        self._conn = None  # the session's socket, while one is served
         self._listener = socket.socket()
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._listener.bind(("127.0.0.1", 0))
@@ -93,11 +95,25 @@ class FakeServer:
             self._listener.close()
         except OSError:
             pass
+        self._thread.join(0.5)
+        conn = self._conn
+        if self._thread.is_alive() and conn is not None:
+            # A session still waiting for a client that has finished: end its read now rather
+            # than wait out the socket timeout (nothing more is coming; what came is recorded).
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         self._thread.join(5)
 
     def wait_closed(self, timeout=10):
         """Wait until the client has closed its end of the last connection."""
         return self.closed_by_client.wait(timeout)
+
+    def wait_done(self, timeout=10):
+        """Wait until the last connection is over, whichever side closed it: what the server
+        received is then all recorded."""
+        return self.session_over.wait(timeout)
 
     @property
     def plaintext(self):
@@ -126,12 +142,15 @@ class FakeServer:
             served += 1
             self.accepted += 1
             self.closed_by_client.clear()
+            self.session_over.clear()
+            self._conn = conn
             try:
                 self._session(conn)
             except Exception as e:  # recorded for the test to see
                 self.errors.append(repr(e))
             finally:
                 conn.close()
+                self.session_over.set()
 
     def _next(self, verb):
         value = self.script.get(verb, self.script["*"])

@@ -441,7 +441,7 @@ def test_auth_plain_and_login(core, aio, auth, mechanism):
 def test_cram_md5_offered_first_still_gets_plain(core, fake):
     srv = fake({"EHLO": b"250-fake.test\r\n250-AUTH CRAM-MD5 PLAIN LOGIN\r\n250 8BITMIME\r\n"})
     ok(core.send(cfg(srv.port, allow_insecure_auth=True, **creds()), **ALERT))
-    srv.wait_closed(5)
+    srv.wait_done(5)
     plain = base64.b64encode(b"\0alice\0" + USERS["alice"].encode())
     assert [c.rstrip(b"\r\n") for c in srv.commands if not c.startswith(b"EHLO")] == [
         b"AUTH PLAIN " + plain, b"MAIL FROM:<sensor@example.com>", b"RCPT TO:<bob@example.org>",
@@ -576,7 +576,7 @@ def test_8bit_text_to_a_server_without_8bitmime_fails_before_mail(core, fake):
     ehlo, body = QP_BODIES["8-bit without 8BITMIME"]
     srv = fake({"EHLO": ehlo})
     r = core.send(cfg(srv.port), **dict(ALERT, mail_body=body))
-    srv.wait_closed(5)
+    srv.wait_done(5)
     e = r["error"]
     assert (e["type"], e["status"], e["code"], e["command"], e["temporary"]) == (
         "SMTPNotSupportedError", smtp_duo.INVALID_PARAM, None, "MAIL", False)

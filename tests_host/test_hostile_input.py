@@ -59,7 +59,7 @@ def send(runner, srv, mail=None, **cfg):
          "date": DATE, "message_id": MID}
     m.update(mail or {})
     result = runner.send(client_config(srv.port, **cfg), **m)
-    srv.wait_closed(5)
+    srv.wait_done(5)
     return result
 
 
@@ -470,7 +470,7 @@ def fake6():
 def test_ehlo_over_ipv6_names_the_clients_ipv6_end(runner, fake6):
     r = runner.send(client_config(fake6.port, server_address="::1"), recipient_address="a@x.org",
                     subject="s", mail_body={"str": "x"})
-    fake6.wait_closed(5)
+    fake6.wait_done(5)
     assert "ok" in r, r
     m = re.fullmatch(r"EHLO \[IPv6:([0-9A-Fa-f:.]+)\]", lines(fake6)[0])
     assert m and ipaddress.ip_address(m.group(1)) == ipaddress.ip_address("::1"), lines(fake6)[0]

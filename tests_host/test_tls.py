@@ -59,7 +59,7 @@ def test_starttls_verified_then_auth_and_mail_inside_tls(runner, fake, pki):
     srv = fake({"EHLO": [EHLO_TLS, EHLO_IN_TLS]}, tls_context=pki.server_context())
     r = runner.send(tls_config(srv.port, pki, **creds()), **MAIL)
     assert "ok" in r, r
-    srv.wait_closed(5)
+    srv.wait_done(5)
     assert srv.plaintext.startswith(b"EHLO ") and srv.plaintext.endswith(b"\r\nSTARTTLS\r\n")
     assert verbs(srv.plaintext) == ["EHLO", "STARTTLS"]  # STARTTLS is the last thing before TLS
     secrets_absent(srv.plaintext)
@@ -107,7 +107,7 @@ def test_starttls_not_offered_sends_nothing_more(runner, fake, pki):
     srv = fake({"EHLO": b"250-fake\r\n250 AUTH PLAIN\r\n"}, tls_context=pki.server_context())
     e = error(runner.send(tls_config(srv.port, pki, **creds()), **MAIL))
     assert e["temporary"] is False and "STARTTLS" in e["message"]
-    srv.wait_closed(5)
+    srv.wait_done(5)
     assert verbs(srv.received) == ["EHLO", "QUIT"]
     secrets_absent(srv.received)
 
@@ -117,7 +117,7 @@ def test_starttls_answered_454(runner, fake, pki):
                tls_context=pki.server_context())
     e = error(runner.send(tls_config(srv.port, pki, **creds()), **MAIL))
     assert (e["code"], e["temporary"]) == (454, True)
-    srv.wait_closed(5)
+    srv.wait_done(5)
     assert verbs(srv.received) == ["EHLO", "STARTTLS", "QUIT"]
     secrets_absent(srv.received)
 
@@ -127,7 +127,7 @@ def test_bytes_injected_after_the_starttls_220_are_an_attack(runner, fake, pki):
     srv = fake({"EHLO": EHLO_TLS, "STARTTLS": injected}, tls_context=pki.server_context())
     e = error(runner.send(tls_config(srv.port, pki, **creds()), **MAIL))
     assert e["temporary"] is False and "before the TLS handshake" in e["message"]
-    srv.wait_closed(5)
+    srv.wait_done(5)
     assert verbs(srv.received) == ["EHLO", "STARTTLS"]  # and then nothing: no handshake, no AUTH
     secrets_absent(srv.received)
 
@@ -139,7 +139,7 @@ def test_certificate_of_another_ca_or_name_is_refused(runner, fake, pki, mode, c
                tls_context=pki.server_context(cert), implicit=mode == "TLS_IMPLICIT")
     e = error(runner.send(tls_config(srv.port, pki, mode, **creds()), **MAIL))
     assert e["temporary"] is False and "certificate" in e["message"], why
-    srv.wait_closed(5)
+    srv.wait_done(5)
     assert srv.tls_at is None and srv.tls_errors  # the handshake never completed
     secrets_absent(srv.received)
 
@@ -181,7 +181,7 @@ def test_auth_offered_only_in_clear_is_never_used(runner, fake, pki):
     # wants STARTTLS first.
     srv = fake({"EHLO": b"250-fake\r\n250 AUTH PLAIN LOGIN\r\n"})
     error(runner.send(tls_config(srv.port, pki, **creds()), **MAIL))
-    srv.wait_closed(5)
+    srv.wait_done(5)
     secrets_absent(srv.received)
 
 

@@ -32,7 +32,7 @@ def send(runner, srv, mail=None, **cfg):
     m = {"recipient_address": "rcpt@example.com", "subject": "alert", "mail_body": {"str": "x"}}
     m.update(mail or {})
     result = runner.send(client_config(srv.port, **cfg), **m)
-    srv.wait_closed(5)
+    srv.wait_done(5)
     return result
 
 
@@ -537,7 +537,7 @@ def test_session_sends_several_mails_and_rsets_after_a_failed_one(runner, fake):
     srv = fake({"RCPT": [b"250 ok\r\n", b"550 no\r\n", b"250 ok\r\n"]})
     mail = {"recipient_address": "a@x.org", "subject": "s", "mail_body": {"str": "b"}}
     report = runner.run(client_config(srv.port), [mail, mail, mail], session=True)
-    srv.wait_closed(5)
+    srv.wait_done(5)
     kinds = [next(iter(r)) for r in report["results"]]
     assert kinds == ["ok", "error", "ok"]
     assert verbs(srv) == ["EHLO", "MAIL", "RCPT", "DATA", "MAIL", "RCPT", "RSET", "MAIL", "RCPT", "DATA",
