@@ -282,6 +282,10 @@ def test_out_of_memory_in_the_tls_handshake(micropython, mpy_dir, tmp_path, fake
     tries = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
     assert tries and "ok" in tries[-1], tries  # with enough RAM the same client sends
     tls = [t for t in tries if t.get("error", {}).get("type") == "SMTPTLSError"]
+    if flavour == "async":
+        # README section 9: out of memory, asyncio can lose a wake-up, and the handshake then
+        # ends by its deadline (a timeout, not a wrong verdict). The rest must say what it is.
+        tls = [t for t in tls if "TLS handshake timed out" not in t["error"]["message"]]
     assert tls, tries  # the handshake itself ran out of memory at least once
     for t in tls:
         e = failure(t, "SMTPTLSError", smtp_duo.TLS_ERROR, True, "TLS handshake failed on port %d" % srv.port,
