@@ -1,7 +1,8 @@
 """The speed benchmark (tools/bench.py --quick) runs end to end and reports every row.
 
-Structure only: each client/server row holds positive numbers (or says why it is n/a), and the
-printed report has its sections. No timing is judged here: the benchmark is a measurement.
+Structure only: each client/server row holds positive numbers (or says why it is n/a), B has
+every body for both runtimes and both of smtp_duo's buffer sizes with a ratio to the raw socket,
+and the printed report has its sections and tables. No timing is judged here: the benchmark is a measurement.
 The tool runs as a program; the tests import nothing from tools/.
 """
 
@@ -14,8 +15,12 @@ from hostkit.mpy import micropython_path
 from hostkit.postfix import postfix_available, smtp_sink_path
 
 SERVERS = ["smtp-sink", "postfix"]
-SECTIONS = ["### A. Waits per mail", "### B. A 1 MiB body on an open session",
+SECTIONS = ["### A. Waits per mail", "### B. Throughput: a body on an open session",
             "### C. 20 mails of 1 KiB", "### D. RAM and flash"]
+# B's bodies, in table order; "text LF" runs on both servers, the others at least on smtp-sink.
+BODIES = ["text LF", "text CRLF", "64-octet lines", "1,000-octet lines", "attachment"]
+BUFFERS = [8192, 1024]  # smtp_duo's buffer_size in B: the host default and the boards'
+RAW_WRITE = 65536
 
 
 def _positive(row, keys):
@@ -65,12 +70,7 @@ def test_quick_run_reports_every_row(tmp_path):
             row = waits[client, runtime, server]
             _check(row, ["first_ms", "further_ms", "first_waits", "further_waits"], async_absent)
 
-    throughput = {(t["client"], t["runtime"], t["server"]): t for t in r["throughput"]}
-    for runtime in ("cpython", "micropython"):
-        for client in clients["throughput"][runtime]:
-            for server in SERVERS:
-                row = throughput[client, runtime, server]
-                _check(row, ["ms", "mib_per_s", "ratio"], async_absent)
+    _check_throughput(r, p.stdout, async_absent)
 
     many = {(m["runtime"], m["server"]): m for m in r["many"]}
     assert sorted(many) == sorted((rt, s) for rt in ("cpython", "micropython") for s in SERVERS)
@@ -83,3 +83,46 @@ def test_quick_run_reports_every_row(tmp_path):
     for row in r["sizes"]:
         _positive(row, ["plain", "O3", "source"])
 
+
+
+def _check_throughput(r, report, async_absent):
+    """B: every body on its servers, for both runtimes: the raw socket, smtp_duo and
+    smtp_duo_async at both buffer sizes (and the peers on CPython's "text LF"), each a median
+    of r["reps"] mails with a ratio to the raw socket of the same body, server and runtime."""
+    bodies = {b["name"]: b for b in r["bodies"]}
+    assert list(bodies) == BODIES, list(bodies)
+    assert bodies["text LF"]["servers"] == SERVERS, bodies["text LF"]
+    for b in bodies.values():
+        assert "smtp-sink" in b["servers"], b
+        _positive(b, ["octets", "wire_octets"])
+    assert bodies["attachment"]["attachment_octets"] > 0, bodies["attachment"]
+
+    clients = r["clients"]["throughput"]
+    assert sorted(clients) == ["cpython", "micropython"], clients
+    wanted = {("raw socket, one command at a time", RAW_WRITE)}
+    wanted |= {(c, n) for c in ("smtp_duo", "smtp_duo_async") for n in BUFFERS}
+    peers = {("smtplib", None), ("aiosmtplib", None)}
+    rows = {(t["body"], t["client"], t["runtime"], t["server"], t["buffer_size"]): t for t in r["throughput"]}
+    for runtime in ("cpython", "micropython"):
+        assert sorted(clients[runtime]) == sorted(BODIES), clients[runtime]
+        for body in BODIES:
+            listed = {tuple(c) for c in clients[runtime][body]}
+            expected = wanted | (peers if runtime == "cpython" and body == "text LF" else set())
+            assert listed == expected, (runtime, body, listed)
+            for client, size in listed:
+                for server in bodies[body]["servers"]:
+                    row = rows[body, client, runtime, server, size]
+                    _check(row, ["ms", "ratio", "raw_ms"], async_absent)
+                    if "ms" in row:
+                        assert len(row["all_ms"]) == r["reps"], row
+                        assert all(isinstance(t, (int, float)) and t > 0 for t in row["all_ms"]), row
+                        raw = rows[body, "raw socket, one command at a time", runtime, server, RAW_WRITE]
+                        assert row["raw_ms"] == raw["ms"], (row, raw)
+
+    # One table per runtime, a column per client and buffer size, a row per body and server.
+    for heading in ("CPython:", "MicroPython:"):
+        assert "\n%s\n" % heading in report, heading
+    for column in ("smtp_duo 8 KiB", "smtp_duo 1 KiB", "smtp_duo_async 8 KiB", "smtp_duo_async 1 KiB"):
+        assert report.count(column) == 2, column
+    for b in bodies.values():
+        assert report.count("| %s | " % b["label"]) == 2 * len(b["servers"]), b["label"]

@@ -5,8 +5,9 @@ Run: .venv/bin/python tools/bench.py [--quick] [--json FILE] [--no-heap] [--lib 
 
 Prints one report (markdown tables, to paste into the README) and always exits 0: it measures,
 it never judges. Every timing is shown raw and as a ratio to a baseline measured in the same run.
-Everything listens on 127.0.0.1 only; no network is needed. A full run takes about a minute on 2
-cores, --quick (fewer repetitions, smaller counts) about 25 s.
+Everything listens on 127.0.0.1 only; no network is needed. A full run takes about a minute and a
+half on 2 cores, --quick (fewer repetitions, smaller counts and bodies) about 15 s with --no-heap
+(section D's heap bisection adds about 30 s to either).
 
 Servers, started by the tool on free loopback ports: Postfix's smtp-sink (discards every mail;
 skipped with a note when missing) and a private Postfix instance (hostkit/postfix.py, its
@@ -25,12 +26,21 @@ A. Waits per mail. A delay proxy between client and server forwards the client's
    "first": from before connecting until the first mail is accepted; "further": the mean of N
    more mails on the same connection; the closing QUIT is not timed. 1 KiB body. D = 40 ms,
    N = 5, best of 3 connections (noise only ever adds); --quick: 25 ms, 3, 1.
-B. A 1 MiB body (a CSV-like log, ~72-character ASCII lines) on an already open session, no
-   delay, best of 3 (--quick: 2) after one warm-up mail; span MAIL .. final reply. The ceiling:
-   a bare socket in the same runtime writing the pre-encoded message (headers as smtp_duo
-   writes them, CRLF body, terminator: constructed here, not captured) in 64 KiB writes.
-   smtp_duo streams the body from an open file (as a board would a log); the raw socket reads
-   its message from a file too; smtplib and aiosmtplib take it in memory (their API needs it).
+B. Throughput: a body on an open session, no delay, the median of 5 timed mails (--quick: 3)
+   after one warm-up mail; span MAIL .. final reply. Bodies (--quick: 256 KiB of text, a
+   100 KiB attachment): "text LF", a 1 MiB CSV log (~72-octet ASCII lines, "\n" line ends);
+   "text CRLF", the same log with "\r\n"; "64-octet lines" and "1,000-octet lines", 1 MiB of
+   ASCII lines of that length, CRLF included; "attachment", a short text and 300 KiB of
+   pseudo-random octets attached (base64; needs lib/smtp_duo_mime.py). smtp_duo and
+   smtp_duo_async stream the text (and the attachment) from open files, each with buffer_size
+   8192 (the host default) and 1024 (the boards'). The ceiling: a bare socket in the same
+   runtime writing, from a file in 64 KiB writes, exactly the octets smtp_duo wrote after DATA
+   for that mail, captured once from smtp_duo (CPython) by a minimal in-process server that
+   announces PIPELINING and 8BITMIME like smtp-sink (so DATA, not BDAT). smtplib and
+   aiosmtplib (CPython) take the "text LF" message in memory (their API needs it). "text LF"
+   runs on both servers; the other bodies, to bound the run time, on smtp-sink only (on
+   Postfix when smtp-sink is missing). On Postfix, which offers CHUNKING, smtp_duo sends one
+   BDAT chunk (no dot-stuffing) where the raw socket sends DATA.
 C. 100 mails (--quick: 20) of 1 KiB: one session against a connection per mail (mail_send
    outside a session), QUITs included, no delay; the two take turns, best of 3 (--quick: 1).
 D. RAM and flash: tools/heap_bench.py (its quick set; shown: the GC heap a 1 KiB and a 1 MiB
@@ -46,9 +56,11 @@ import importlib.util
 import json
 import os
 import platform
+import random
 import shutil
 import smtplib
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -187,34 +199,48 @@ def measure(c, job, args):
 
 
 class Duo:
-    """smtp_duo.SMTPClient; the body from a file opened per mail (stream) or bytes in RAM."""
+    """smtp_duo.SMTPClient with the spec's buffer_size (None: the library's default). The body
+    from a file opened per mail (stream) or bytes in RAM; the spec's attachment, if any, from a
+    file opened per mail."""
 
     is_async = False
 
-    def __init__(self, cls, port, body, stream):
-        self.client = cls("127.0.0.1", port=port, from_address=FROM, timeout=30)
-        self.path = body
-        self.stream = stream
-        if not stream:
-            with open(body, "rb") as f:
+    def __init__(self, cls, spec):
+        kw = {"buffer_size": spec["buffer_size"]} if spec.get("buffer_size") else {}
+        self.client = cls("127.0.0.1", port=spec["port"], from_address=FROM, timeout=30, **kw)
+        self.path = spec["body"]
+        self.stream = spec.get("stream")
+        self.attach = spec.get("attach")
+        if not self.stream:
+            with open(self.path, "rb") as f:
                 self.data = f.read()
 
     def session(self):
         return self.client.session()
 
-    def _mail(self, s):
-        body = open(self.path, "rb") if self.stream else self.data
-        try:
-            return s.mail_send(TO, subject="bench", mail_body=body)
-        finally:
-            if self.stream:
-                body.close()
+    def _mail(self):
+        """mail_send's keyword arguments, and the files to close after the mail."""
+        files = []
+        body = self.data if not self.stream else open(self.path, "rb")
+        if self.stream:
+            files.append(body)
+        kw = {"subject": "bench", "mail_body": body}
+        if self.attach:
+            f = open(self.attach, "rb")
+            files.append(f)
+            kw["attachments"] = [("data.bin", f, "application/octet-stream")]
+        return kw, files
 
     def send(self, s):
-        self._mail(s)
+        kw, files = self._mail()
+        try:
+            s.mail_send(TO, **kw)
+        finally:
+            for f in files:
+                f.close()
 
     def send_alone(self):
-        self._mail(self.client)
+        self.send(self.client)
 
 
 class AsyncDuo(Duo):
@@ -223,12 +249,12 @@ class AsyncDuo(Duo):
     is_async = True
 
     async def send(self, s):
-        body = open(self.path, "rb") if self.stream else self.data
+        kw, files = self._mail()
         try:
-            await s.mail_send(TO, subject="bench", mail_body=body)
+            await s.mail_send(TO, **kw)
         finally:
-            if self.stream:
-                body.close()
+            for f in files:
+                f.close()
 
 
 # -- the baseline: a bare socket ---------------------------------------------------------------
@@ -325,10 +351,10 @@ def client(spec):
     if kind == "duo":
         import smtp_duo
 
-        return Duo(smtp_duo.SMTPClient, spec["port"], spec["body"], spec["stream"])
+        return Duo(smtp_duo.SMTPClient, spec)
     import smtp_duo_async
 
-    return AsyncDuo(smtp_duo_async.AsyncSMTPClient, spec["port"], spec["body"], spec["stream"])
+    return AsyncDuo(smtp_duo_async.AsyncSMTPClient, spec)
 
 
 def main():
@@ -359,15 +385,150 @@ def csv_log(size):
     return ("".join(lines)[:size - 1] + "\n").encode()
 
 
-def wire_message(body):
-    """The message as smtp_duo writes it for an ASCII `body`: its headers (constructed here to
-    match, not captured) and the body with CRLF line ends. Dot-stuffing changes nothing: no line
-    starts with "."."""
-    head = ("Date: Sat, 21 Nov 2026 12:00:00 +0000\r\nFrom: bench@example.com\r\n"
-            "To: sink@example.com\r\nSubject: bench\r\nMessage-ID: <0123456789abcdef.1@example.com>\r\n"
-            "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
-            "Content-Transfer-Encoding: 7bit\r\nX-Priority: 3 (Normal)\r\nImportance: normal\r\n\r\n")
-    return head.encode() + body.replace(b"\n", b"\r\n")
+def fixed_lines(size, width):
+    """`size` octets of ASCII lines of `width` octets each, CRLF included (the last one shorter
+    when `width` does not divide `size`), none starting with "."; the same every run."""
+    alphabet = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ,;:-_=+*/()"
+    ring = alphabet * (width // len(alphabet) + 2)
+    lines = []
+    for i, start in enumerate(range(0, size, width)):
+        n = min(width, size - start) - 2  # the printable octets; each line starts elsewhere
+        lines.append(ring[i % len(alphabet):][:max(n, 0)] + b"\r\n")
+    return b"".join(lines)
+
+
+def random_octets(size):
+    """`size` pseudo-random octets (an attachment that compresses to nothing); the same every
+    run."""
+    return random.Random(2026).randbytes(size)
+
+
+NOTE = b"The readings of the last day are attached.\n"  # the attachment mail's text
+
+
+class Body:
+    """One mail to time: its text in a file, an attachment file or None, and `wire`: a file
+    holding the octets smtp_duo wrote after DATA for it, terminator included (captured: the
+    raw socket's input), or None with `wire_error` saying why."""
+
+    def __init__(self, work, name, label, what, text, attachment=None):
+        self.name, self.label, self.what = name, label, what
+        self.path = str(work / ("%s.txt" % _slug(name)))
+        Path(self.path).write_bytes(text)
+        self.octets = len(text)
+        self.attach = None
+        self.attach_octets = 0
+        if attachment is not None:
+            self.attach = str(work / ("%s.bin" % _slug(name)))
+            Path(self.attach).write_bytes(attachment)
+            self.attach_octets = len(attachment)
+        self.wire: "str | None" = None
+        self.wire_error: "str | None" = None
+        self.wire_octets = 0
+
+    def capture(self, job, work):
+        """Send the mail once with smtp_duo (CPython, its default buffer) to a CaptureServer;
+        keep what it wrote after DATA."""
+        server = CaptureServer()
+        try:
+            spec = {"client": "duo", "port": server.port, "body": self.path, "stream": True,
+                    "attach": self.attach}
+            job.client(spec).send_alone()
+            payloads = server.payloads
+        finally:
+            server.stop()
+        if len(payloads) != 1:
+            raise RuntimeError("captured %d messages, not 1" % len(payloads))
+        self.wire = str(work / ("%s.wire" % _slug(self.name)))
+        Path(self.wire).write_bytes(payloads[0])
+        self.wire_octets = len(payloads[0])
+
+
+def _slug(name):
+    return "".join(c if c.isalnum() else "_" for c in name)
+
+
+def make_bodies(work, text_size, attach_size):
+    """Section B's bodies, in table order."""
+    log = csv_log(text_size)
+    size = _size(text_size)
+    return [
+        Body(work, "text LF", "text LF", "%s CSV log, lines of about 72 octets ending in \"\\n\"" % size,
+             log),
+        Body(work, "text CRLF", "text CRLF", "the same log with \"\\r\\n\" line ends",
+             log.replace(b"\n", b"\r\n")),
+        Body(work, "64-octet lines", "64-octet lines", "%s of ASCII lines of 62 octets and CRLF" % size,
+             fixed_lines(text_size, 64)),
+        Body(work, "1,000-octet lines", "1,000-octet lines",
+             "%s of ASCII lines of 998 octets and CRLF (the longest SMTP allows)" % size,
+             fixed_lines(text_size, 1000)),
+        Body(work, "attachment", "%s attachment" % _size(attach_size),
+             "a %d-octet text and %s of pseudo-random octets, attached from a file (base64)"
+             % (len(NOTE), _size(attach_size)), NOTE, random_octets(attach_size)),
+    ]
+
+
+def _size(n):
+    if n % MIB == 0:
+        return "%d MiB" % (n // MIB)
+    return "%d KiB" % (n // KIB) if n % KIB == 0 else "%d octets" % n
+
+
+class CaptureServer:
+    """A minimal SMTP server on 127.0.0.1 (a thread) that keeps, for each mail, every octet
+    after DATA up to and including the terminator: exactly what the client wrote. It announces
+    PIPELINING and 8BITMIME, as smtp-sink does, and neither SIZE nor CHUNKING, so smtp_duo sends
+    DATA, as it does to smtp-sink."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.payloads = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # stopped
+            with conn, conn.makefile("rb") as f:
+                try:
+                    self._session(conn, f)
+                except OSError:
+                    pass  # the client went away: its mail, if any, was not completed
+
+    def _session(self, conn, f):
+        conn.settimeout(30)
+        conn.sendall(b"220 capture ESMTP\r\n")
+        for line in f:
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                conn.sendall(b"250-capture\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+            elif verb == b"DATA":
+                conn.sendall(b"354 go on\r\n")
+                lines = []
+                while not lines or lines[-1] != b".\r\n":  # a stuffed line is "..", never "."
+                    more = f.readline()
+                    if not more:
+                        return
+                    lines.append(more)
+                self.payloads.append(b"".join(lines))
+                conn.sendall(b"250 kept\r\n")
+            elif verb == b"QUIT":
+                conn.sendall(b"221 bye\r\n")
+                return
+            else:
+                conn.sendall(b"250 ok\r\n")
+
+    def stop(self):
+        try:  # on Linux this wakes the accept() waiting in the thread; close() alone does not
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        self.thread.join(10)
 
 
 # -- servers -----------------------------------------------------------------------------------
@@ -561,20 +722,23 @@ class NotAvailable(Exception):
 
 
 class Bench:
-    def __init__(self, work, lib_dir, micropython, log):
+    def __init__(self, work, lib_dir, micropython, log, text_size, attach_size):
         self.work = work
         self.log = log
-        self.files = {}
-        for name, body in (("1k", csv_log(KIB)), ("1m", csv_log(MIB))):
-            for kind, data in (("body", body), ("wire", wire_message(body) + b".\r\n")):
-                path = work / ("%s_%s.txt" % (kind, name))
-                path.write_bytes(data)
-                self.files[kind, name] = str(path)
         (work / "bench_job.py").write_text(JOB_SRC)
         sys.path.insert(0, str(lib_dir))
         spec = importlib.util.spec_from_file_location("bench_job", work / "bench_job.py")
         self.job = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(self.job)
+        # A's and C's body, and B's; each sent once through a capture for the raw socket.
+        self.small = Body(work, "1 KiB", "1 KiB", "1 KiB CSV log", csv_log(KIB))
+        self.bodies = make_bodies(work, text_size, attach_size)
+        log("capturing what smtp_duo sends for each body")
+        for body in [self.small] + self.bodies:
+            try:
+                body.capture(self.job, work)
+            except Exception as e:
+                body.wire_error = "capture failed: %s: %s" % (type(e).__name__, _last_line(str(e)))
         self.async_na = {"cpython": self._async_on_cpython(lib_dir)}
         self.micropython = micropython
         self.mp_version = None
@@ -626,26 +790,36 @@ class Bench:
             raise RuntimeError("micropython (rc %d): %s" % (p.returncode, _last_line(p.stdout + p.stderr)))
         return lines[-1]
 
-    def run(self, runtime, client, job, args, port, body, stream=False):
-        """One job: client "raw", "duo", "duo_async" on either runtime, or "smtplib" or
-        "aiosmtplib" on CPython (body: the wire message in memory). Returns the job's result."""
+    def run(self, runtime, client, job, args, port, body, stream=False, buffer_size=None):
+        """One job with a Body: client "raw" (its captured wire octets), "duo", "duo_async"
+        (its files; buffer_size None: the library's default) on either runtime, or "smtplib" or
+        "aiosmtplib" on CPython (the wire message in memory). Returns the job's result."""
         if client == "duo_async" and self.async_na.get(runtime):
             raise NotAvailable(self.async_na[runtime])
-        if runtime == "micropython":
-            if not self.micropython:
-                raise NotAvailable("no MicroPython unix port (tools/setup.sh)")
-            spec = {"client": client, "job": job, "args": args, "port": port, "body": body, "stream": stream}
-            return json.loads(self._mp(["-m", "bench_job", json.dumps(spec)]))
+        if client in WIRE_CLIENTS and not body.wire:
+            raise RuntimeError(body.wire_error or "no captured message")
         if client in ("smtplib", "aiosmtplib"):
-            with open(body, "rb") as f:
-                message = f.read()[:-3]  # without the terminator: the library adds it
+            with open(body.wire, "rb") as f:
+                # Without the terminator and the stuffed dots: the library adds both.
+                message = f.read()[:-3].replace(b"\r\n..", b"\r\n.")
+            if message[:2] == b"..":
+                message = message[1:]
             cls = Smtplib if client == "smtplib" else Aiosmtplib
             try:
                 c = cls(self.job, port, message)
             except ImportError as e:
                 raise NotAvailable("%s (pip install -r requirements-dev.txt)" % e)
             return self.job.measure(c, job, args)
-        spec = {"client": client, "port": port, "body": body, "stream": stream}
+        spec = {"client": client, "port": port, "stream": stream, "buffer_size": buffer_size}
+        if client == "raw":
+            spec["body"] = body.wire
+        else:
+            spec.update(body=body.path, attach=body.attach)
+        if runtime == "micropython":
+            if not self.micropython:
+                raise NotAvailable("no MicroPython unix port (tools/setup.sh)")
+            spec.update(job=job, args=args)
+            return json.loads(self._mp(["-m", "bench_job", json.dumps(spec)]))
         return self.job.measure(self.job.client(spec), job, args)
 
     def attempt(self, what, fn, *args):
@@ -672,19 +846,35 @@ CLIENTS = [("raw", "cpython"), ("duo", "cpython"), ("duo", "micropython"), ("duo
 CLIENT_NAMES = {"raw": "raw socket, one command at a time", "duo": "smtp_duo",
                 "duo_async": "smtp_duo_async", "smtplib": "smtplib", "aiosmtplib": "aiosmtplib"}
 WIRE_CLIENTS = ("raw", "smtplib", "aiosmtplib")  # these get the pre-encoded message, not the body
+RUNTIMES = ("cpython", "micropython")
+RAW_WRITE = 64 * KIB  # the raw socket's write size (JOB_SRC's Raw), shown as its buffer size
+DUO_BUFFERS = (8192, 1024)  # smtp_duo's buffer_size in B: the host default and the boards'
+PEERS = ("smtplib", "aiosmtplib")  # CPython only, B's "text LF" body only
+PEER_BODY = "text LF"
 
 
-def throughput_clients(runtime):
-    return ["raw", "duo", "duo_async"] + (["smtplib", "aiosmtplib"] if runtime == "cpython" else [])
+def throughput_clients(runtime, body):
+    """B's (client, buffer size) for a body, the baseline first."""
+    rows = [("raw", RAW_WRITE)] + [(c, b) for c in ("duo", "duo_async") for b in DUO_BUFFERS]
+    if runtime == "cpython" and body == PEER_BODY:
+        rows += [(c, None) for c in PEERS]
+    return rows
+
+
+def body_servers(body, servers):
+    """The servers a B body runs on: "text LF" on all; the others, to bound the run time, on
+    smtp-sink (or the one server there is)."""
+    if body == PEER_BODY or len(servers) < 2:
+        return list(servers)
+    return ["smtp-sink"]
 
 
 def _waits(bench, runtime, client, srv, port, delay, n, runs):
     """The best of `runs` connections: extra time is noise, a wait is never shorter than D."""
-    body = bench.files["wire" if client in WIRE_CLIENTS else "body", "1k"]
     first = further = None
     for _ in range(runs):
         srv.settle()
-        r = bench.run(runtime, client, "waits", [n], port, body)
+        r = bench.run(runtime, client, "waits", [n], port, bench.small)
         mean = sum(r["further_us"]) / len(r["further_us"])
         first = r["first_us"] if first is None else min(first, r["first_us"])
         further = mean if further is None else min(further, mean)
@@ -708,31 +898,35 @@ def measure_waits(bench, servers, delay, n, runs):
     return rows
 
 
-def _throughput(bench, runtime, client, srv, reps):
-    body = bench.files["wire" if client in WIRE_CLIENTS else "body", "1m"]
+def _throughput(bench, runtime, client, buffer_size, body, srv, reps):
     srv.settle()
-    r = bench.run(runtime, client, "throughput", [reps], srv.port, body, stream=True)
-    best = min(r["us"]) / 1000
-    return {"ms": round(best, 2), "all_ms": [round(t / 1000, 2) for t in r["us"]],
-            "mib_per_s": round(1000 / best, 1)}
+    size = buffer_size if client.startswith("duo") else None
+    r = bench.run(runtime, client, "throughput", [reps], srv.port, body, stream=True, buffer_size=size)
+    # The median: a scheduler hiccup or a GC pause in one mail does not move it.
+    return {"ms": round(statistics.median(r["us"]) / 1000, 2),
+            "all_ms": [round(t / 1000, 2) for t in r["us"]]}
 
 
 def measure_throughput(bench, servers, reps):
     rows = []
-    for runtime in ("cpython", "micropython"):
-        for name, srv in servers.items():
-            raw_ms = None
-            for client in throughput_clients(runtime):
-                row = {"client": CLIENT_NAMES[client], "runtime": runtime, "server": name}
-                row.update(bench.attempt("B 1 MiB: %s on %s, %s" % (client, runtime, name),
-                                         _throughput, bench, runtime, client, srv, reps))
-                if client == "raw":
-                    raw_ms = row.get("ms")
-                if "ms" in row and raw_ms:
-                    row.update(raw_ms=raw_ms, ratio=round(row["ms"] / raw_ms, 2))
-                if client.startswith("duo"):
-                    row["goal"] = GOALS[runtime]
-                rows.append(row)
+    for runtime in RUNTIMES:
+        for body in bench.bodies:
+            for name in body_servers(body.name, servers):
+                raw_ms = None
+                for client, size in throughput_clients(runtime, body.name):
+                    row = {"body": body.name, "client": CLIENT_NAMES[client], "runtime": runtime,
+                           "server": name, "buffer_size": size}
+                    what = "B %s: %s%s on %s, %s" % (body.name, client, " %d" % size if size else "",
+                                                     runtime, name)
+                    row.update(bench.attempt(what, _throughput, bench, runtime, client, size, body,
+                                             servers[name], reps))
+                    if client == "raw":
+                        raw_ms = row.get("ms")
+                    if "ms" in row and raw_ms:
+                        row.update(raw_ms=raw_ms, ratio=round(row["ms"] / raw_ms, 2))
+                    if client.startswith("duo"):
+                        row["goal"] = GOALS[runtime]
+                    rows.append(row)
     return rows
 
 
@@ -742,7 +936,7 @@ def _many(bench, runtime, srv, count, runs):
     for _ in range(runs):
         for in_session in (True, False):
             srv.settle()
-            r = bench.run(runtime, "duo", "many", [count, in_session], srv.port, bench.files["body", "1k"])
+            r = bench.run(runtime, "duo", "many", [count, in_session], srv.port, bench.small)
             best[in_session] = min(best.get(in_session, r["us"]), r["us"])
     out = {"mails": count}
     for key, in_session in (("session", True), ("per_mail", False)):
@@ -831,9 +1025,8 @@ def report(r, out=sys.stdout):
             p("- %s announces %s; CHUNKING: %s" % (SERVER_NAMES[s["name"]], " ".join(keywords) or "nothing",
                                                    "yes" if "CHUNKING" in keywords else "no"))
     lookup = {}
-    for section in ("waits", "throughput", "many"):
-        for row in r[section]:
-            lookup[section, row["client"], row["runtime"], row["server"]] = row
+    for row in r["waits"]:
+        lookup["waits", row["client"], row["runtime"], row["server"]] = row
 
     p()
     p("### A. Waits per mail (a proxy delays every server reply by D = %d ms; waits = time / D)"
@@ -861,30 +1054,50 @@ def report(r, out=sys.stdout):
     p("recipient. The raw socket's excess over 6 and 4 waits is the proxy's own overhead.")
 
     p()
-    p("### B. A 1 MiB body on an open session (best of %d, no delay; ratio to a raw socket in the same "
-      "runtime)" % r["reps"])
+    p("### B. Throughput: a body on an open session (median of %d mails, no delay; ratio to a raw socket "
+      "in the same runtime)" % r["reps"])
     p()
-    head = ["client", "runtime"]
-    for n in names:
-        head += [SERVER_NAMES[n], "ratio"]
-    head.append("goal")
-    rows = []
-    for runtime in ("cpython", "micropython"):
-        for client in throughput_clients(runtime):
-            key = ("throughput", CLIENT_NAMES[client], runtime)
-            label = "raw socket (the ceiling)" if client == "raw" else CLIENT_NAMES[client]
-            cells = [label, RUNTIME_NAMES[runtime]]
-            for n in names:
-                row = lookup[key + (n,)]
-                cells.append(_cell(row, lambda x: "%.1f ms" % x["ms"]))
-                cells.append(_cell(row, lambda x: "%.2fx" % x["ratio"] if x.get("ratio") else "-"))
-            cells.append("<= %gx" % GOALS[runtime] if client.startswith("duo") else "")
-            rows.append(cells)
-    _table(p, head, rows)
-    p()
-    p("Span: MAIL .. the final reply, on a session opened (and warmed by one mail) before. smtp_duo and the")
-    p("raw socket read the body from a file; smtplib and aiosmtplib get the message in memory.")
+    p("Bodies (%s run; octets as smtp_duo sends them after DATA, terminator included):"
+      % ("quick" if r["quick"] else "full"))
+    for b in r["bodies"]:
+        only = " (%s only)" % SERVER_NAMES[b["servers"][0]] if len(b["servers"]) == 1 else ""
+        wire = _kib(b["wire_octets"]) if b["wire_octets"] else "-"
+        p("- %s: %s; %s on the wire%s" % (b["label"], b["what"], wire, only))
+    b_rows = {(row["body"], row["client"], row["runtime"], row["server"], row["buffer_size"]): row
+              for row in r["throughput"]}
 
+    def timed(row):
+        return _cell(row, lambda x: "%.1f ms (%.2fx)" % (x["ms"], x["ratio"]) if x.get("ratio")
+                     else "%.1f ms" % x["ms"])
+
+    duo_columns = [(c, b) for c in ("duo", "duo_async") for b in DUO_BUFFERS]
+    for runtime in RUNTIMES:
+        p()
+        p("%s:" % RUNTIME_NAMES[runtime])
+        p()
+        head = ["body", "server", "raw socket (64 KiB writes)"]
+        head += ["%s %d KiB" % (CLIENT_NAMES[c], b // KIB) for c, b in duo_columns] + ["goal"]
+        rows = []
+        for b in r["bodies"]:
+            for server in b["servers"]:
+                def measured(client, size, b=b, server=server):
+                    key = (b["name"], CLIENT_NAMES[client], runtime, server, size)
+                    return b_rows.get(key, {"na": "not run"})
+
+                raw = _cell(measured("raw", RAW_WRITE), lambda x: "%.1f ms" % x["ms"])
+                cells = [b["label"], SERVER_NAMES[server], raw] + [timed(measured(c, n)) for c, n in duo_columns]
+                rows.append(cells + ["<= %gx" % GOALS[runtime]])
+        _table(p, head, rows)
+        peers = [row for row in r["throughput"] if row["runtime"] == runtime and row["client"] in PEERS]
+        if peers:
+            p()
+            _table(p, ["peer (%s, message in memory)" % PEER_BODY, "server", "raw socket", "time (ratio)"],
+                   [[row["client"], SERVER_NAMES[row["server"]],
+                     "%.1f ms" % row["raw_ms"] if row.get("raw_ms") else "-", timed(row)] for row in peers])
+    p()
+    p("Span: MAIL .. the final reply, on a session opened (and warmed by one mail) before. smtp_duo reads")
+    p("the body (and the attachment) from files, the raw socket the octets smtp_duo wrote (captured once,")
+    p("DATA), smtplib and aiosmtplib get the message in memory. To Postfix (CHUNKING) smtp_duo sends BDAT.")
     p()
     p("### C. %d mails of 1 KiB: one session against a connection per mail (smtp_duo, no delay%s)"
       % (r["many_mails"], ", best of %d" % r["runs"] if r["runs"] > 1 else ""))
@@ -940,7 +1153,8 @@ def report(r, out=sys.stdout):
         for row in r[section]:
             if "na" in row or "error" in row:
                 why = "n/a: " + row["na"] if "na" in row else "error: " + row["error"]
-                missing.setdefault((row["client"], row["runtime"], why), set()).add(tag)
+                where = "%s: %s" % (tag, row["body"]) if "body" in row else tag
+                missing.setdefault((row["client"], row["runtime"], why), set()).add(where)
     if missing:
         p()
         p("Not measured:")
@@ -957,7 +1171,9 @@ def run(quick, lib_dir, with_heap, log):
     t0 = time.monotonic()
     delay = 0.025 if quick else 0.040
     further = 3 if quick else 5
-    reps = 2 if quick else 3  # timed 1 MiB mails (B)
+    reps = 3 if quick else 5  # timed mails per row of B (their median shown)
+    text_size = 256 * KIB if quick else MIB  # B's text bodies
+    attach_size = 100 * KIB if quick else 300 * KIB  # B's attachment
     runs = 1 if quick else 3  # connections timed per waits row (A), rounds of C
     count = 20 if quick else 100
     micropython = micropython_path()
@@ -971,14 +1187,16 @@ def run(quick, lib_dir, with_heap, log):
               "runs": runs, "many_mails": count, "cores": os.cpu_count(), "servers": [],
               "versions": {"cpython": platform.python_version(), "aiosmtplib": aiosmtplib_version,
                            "postfix": postfix_version(), "micropython": None},
-              # the rows each section has, by client name: A's (client, runtime), B's per runtime
-              "clients": {"waits": [[CLIENT_NAMES[c], rt] for c, rt in CLIENTS],
-                          "throughput": {rt: [CLIENT_NAMES[c] for c in throughput_clients(rt)]
-                                         for rt in ("cpython", "micropython")}}}
+              # the rows each section has, by client name: A's (client, runtime); B's per runtime
+              # and body, (client, buffer size), set once the bodies exist
+              "clients": {"waits": [[CLIENT_NAMES[c], rt] for c, rt in CLIENTS]}}
     work = Path(tempfile.mkdtemp(prefix="smtp_duo_bench_"))
     servers = {}
     try:
-        bench = Bench(work, lib_dir, micropython, log)
+        bench = Bench(work, lib_dir, micropython, log, text_size, attach_size)
+        result["clients"]["throughput"] = {
+            rt: {b.name: [[CLIENT_NAMES[c], size] for c, size in throughput_clients(rt, b.name)]
+                 for b in bench.bodies} for rt in RUNTIMES}
         result["versions"]["micropython"] = bench.mp_version
         sink = smtp_sink_path()
         no_postfix = postfix_available()
@@ -998,12 +1216,17 @@ def run(quick, lib_dir, with_heap, log):
                     entry["extensions"] = s.extensions
                     # One mail first, so no client pays for the server's start (Postfix forks
                     # its smtpd and cleanup processes on the first mail).
-                    bench.job.Raw(servers[name].port, bench.files["wire", "1k"]).send(s)
+                    if not bench.small.wire:
+                        raise RuntimeError(bench.small.wire_error)
+                    bench.job.Raw(servers[name].port, bench.small.wire).send(s)
             except Exception as e:
                 entry["error"] = "%s: %s" % (type(e).__name__, _last_line(str(e)))
                 if name in servers:
                     servers.pop(name).stop()
         result["waits"] = measure_waits(bench, servers, delay, further, runs)
+        result["bodies"] = [{"name": b.name, "label": b.label, "what": b.what, "octets": b.octets,
+                             "attachment_octets": b.attach_octets, "wire_octets": b.wire_octets,
+                             "servers": body_servers(b.name, servers)} for b in bench.bodies]
         result["throughput"] = measure_throughput(bench, servers, reps)
         result["many"] = measure_many(bench, servers, count, runs)
         result.update(measure_ram_and_flash(micropython, lib_dir, with_heap, log))
@@ -1017,7 +1240,8 @@ def run(quick, lib_dir, with_heap, log):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer repetitions, smaller counts (about 25 s)")
+    ap.add_argument("--quick", action="store_true",
+                    help="fewer repetitions, smaller counts and bodies (about 15 s)")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     ap.add_argument("--no-heap", action="store_true", help="skip the heap bisection (section D)")
     ap.add_argument("--lib", metavar="DIR", type=Path, default=ROOT / "lib",
