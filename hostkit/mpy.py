@@ -50,12 +50,31 @@ class MpyCrossError(RuntimeError):
     """mpy-cross failed: the message holds the command and what it printed."""
 
 
+HOST_ARCHS = {"x86_64": "x64", "AMD64": "x64", "i686": "x86", "i386": "x86"}
+
+
+def is_native(src):
+    """Whether the .py `src` holds native code (viper), which mpy-cross compiles only for one
+    architecture (-march)."""
+    return "@micropython.viper" in Path(src).read_text(encoding="utf-8")
+
+
+def host_arch():
+    """The -march of the unix port on this machine (its native emitter), or None."""
+    import platform
+
+    return HOST_ARCHS.get(platform.machine())
+
+
 def compile_mpy(src, out, name=None, arch=None, opt=None, cmd=None):
     """Compile the .py `src` to the .mpy `out` with mpy-cross; returns `out`.
 
     name: the source name embedded in the .mpy (-s), which tracebacks show; a board's is the
-    bare file name (default: the path as given, as mpy-cross does). arch: -march=ARCH. opt: -O<opt>.
+    bare file name (default: the path as given, as mpy-cross does). arch: -march=ARCH; a module
+    with native code gets the unix port's (host_arch()) when none is given. opt: -O<opt>.
     cmd: the mpy-cross command (default: mpy_cross_cmd()). Raises MpyCrossError."""
+    if arch is None and is_native(src):
+        arch = host_arch()
     full = (list(cmd or mpy_cross_cmd()) + (["-march=" + arch] if arch else [])
             + (["-O%s" % opt] if opt else []) + (["-s", name] if name else []) + ["-o", str(out), str(src)])
     p = subprocess.run(full, capture_output=True, text=True)

@@ -1,7 +1,7 @@
 # smtp_duo: an SMTP client for MicroPython boards (ESP32, Pico W) and CPython, to send alerts.
 # A port of the Eclipse ThreadX NetX Duo SMTP Client API without the reference's defects.
 # This module holds what an alert needs; sibling modules add the rest when a mail or a
-# server needs it (README section 10). MIT licence.
+# server needs it (README section 3, Extensions). MIT licence.
 # Read top-down, in the order of a send: the API, the protocol steps, the message, the I/O.
 
 try:
@@ -62,6 +62,7 @@ _REPLY_LINES_MAX = const(100)
 _REPLY_TEXT_MAX = const(2048)  # reply text kept (more lines are read, not kept)
 _CMD_MAX = const(512)
 _MICROPYTHON = sys.implementation.name == "micropython"
+_CHUNK = const(65536)  # CPython: the body's read and window size
 
 # The EHLO keywords acted on; bit i of SMTPClient._ext is _KEYWORDS[i].
 _KEYWORDS = (b"AUTH", b"SIZE", b"PIPELINING", b"8BITMIME", b"SMTPUTF8", b"STARTTLS", b"CHUNKING",
@@ -312,7 +313,7 @@ class SMTPClient:
 
     # -- the steps of a session, as generators of I/O requests (see _run) -------------------
     # send_steps, open_steps and quit_steps, like every name here without an underscore, are
-    # also what the extensions use (README section 10).
+    # also what the extensions use (README section 3, Extensions).
 
     def send_steps(self, msg):
         """One mail: on its own connection, or the session's (reopened if it was lost)."""
@@ -842,7 +843,7 @@ class Message:
                 self.params = m.params(client, self) + self.params
 
     def write(self, out):
-        """The message into `out` (Output, or a counter: README section 10)."""
+        """The message into `out` (Output, or a counter: README section 3, Extensions)."""
         if self.date:
             yield from header(out, b"Date", [self.date.encode()])
         yield from header(out, b"From", mailbox(self.from_name, self.sender.decode()))
@@ -964,7 +965,7 @@ class Text:
         if self.kind < 3:
             self.size = self._run = 0
             self._cr = self._dot = False
-            for data, i, j in self._windows(len(buf)):
+            for data, i, j in self._windows(len(buf) if _MICROPYTHON else _CHUNK):
                 self._scan(data, i, j)
             if self._run or self._dot:  # RFC 5321 4.1.1.4: a missing final CRLF is added
                 self.size += 2
@@ -992,10 +993,13 @@ class Text:
         if out.counting and self.size is None:
             out.unknown = True  # a one-shot stream: its size is known only once sent
             return
-        yield from self.feed(_load("smtp_duo_qp").QP(out) if qp else _Plain(out),
-                             out.window if qp else len(out.buf) // 4 - 1, out)
+        yield from self.feed(_load("smtp_duo_qp").QP(out) if qp else _Plain(out), out.window if qp
+                             else len(out.buf) // 4 if _MICROPYTHON else _CHUNK, out)
 
     def _scan(self, data, i, j):
+        f = _F or self.size and native()  # native code from a text's second window on
+        if f:
+            return f.scan(self, data, i, j)
         if self._cr and i < j and data[i] == 10:
             i += 1  # the LF of a CRLF split between windows: counted already
         self._cr = False
@@ -1007,33 +1011,44 @@ class Text:
         lf = data.count(b"\n", i, j)
         self.size += j - i + cr + lf - (2 * data.count(b"\r\n", i, j) if cr and lf else 0)
         self.long = self.long or data.find(b"\0", i, j) >= 0
-        # Wire line lengths, a stuffed dot counted, a 499-octet block at a time: a line within
-        # a block is short; one across blocks is counted in self._run.
-        for k in range(i, j, 499):
-            e = min(k + 499, j)
-            if self._dot:  # the line began with "." right at the previous block's end
-                self._run, self._dot = 1, False
-            f = data.find(b"\n", k, e)
-            r = data.find(b"\r", k, e if f < 0 else f) if cr else -1
-            f = r if r >= 0 else f
-            if f < 0:
-                self._run += e - k
-            else:
-                self.long = self.long or self._run + f - k > 998
-                f = max(data.rfind(b"\n", k, e), data.rfind(b"\r", k, e) if cr else -1)
-                self._run = e - f - 1
-                if f + 1 < j and data[f + 1] == 46:
-                    self._dot = f + 1 == e
-                    self._run += f + 1 < e
-            self.long = self.long or self._run > 998
+        # Wire line lengths, a stuffed dot counted: from a line's start, the last line end
+        # within its 998 octets; none there is a long line. One search per ~998 octets.
+        run = self._run
+        while i < j:
+            if run == 0 and data[i] == 46:
+                run = 1
+            k = i + 999 - run  # (run is over 998 only once long)
+            e = _line_end(data, i, min(max(k, i), j), cr)
+            if e < 0:
+                if k <= j:
+                    self.long = True
+                    e = _line_end(data, i, j, cr)
+                    if e < 0:
+                        run += j - i
+                        break
+                else:
+                    run += j - i
+                    break
+            run = 0
+            i = e + 1 + (data[e] == 13 and e + 1 < j and data[e + 1] == 10)
+        self._run = run
 
     def feed(self, sink, size, out):
         """Each window as it is to sink.text(data, i, j), which makes every line end CRLF
-        (also across windows); the output written whenever it is full."""
-        for data, i, j in self._windows(size):
-            sink.text(data, i, j)
-            if out.full():
-                yield from out.flush()
+        (also across windows); the output written whenever it is full. With smtp_duo_fast,
+        plain text goes a read at a time, as much as the output holds at each step."""
+        fast = _F if type(sink) is _Plain else None
+        for data, i, j in self._windows(len(self._buf) if fast else size):
+            while i < j:
+                k = fast.plain(sink, data, i, j) if fast else i
+                if k == i and not out.full():  # bytecode: the whole window
+                    sink.text(data, i, j)
+                    k = j
+                i = k
+                if out.full() and (i < j or not fast):  # native code fills the buffer: fewer writes
+                    yield from out.flush()
+        if out.full():
+            yield from out.flush()
         sink.end()
 
     def _windows(self, size):
@@ -1047,11 +1062,11 @@ class Text:
         if kind >= 2 and (hasattr(src, "readinto") or hasattr(src, "read")):  # a file
             buf = self._buf
             while True:
-                if hasattr(src, "readinto"):
+                if hasattr(src, "readinto") and (_MICROPYTHON or not hasattr(src, "read")):
                     c = buf
                     n = src.readinto(buf)  # pyright: ignore[reportAttributeAccessIssue]
-                else:
-                    c = src.read(len(buf))  # pyright: ignore[reportAttributeAccessIssue]
+                else:  # (CPython: fewer, larger reads and windows; RAM is no object on a PC)
+                    c = src.read(len(buf) if _MICROPYTHON else _CHUNK)  # pyright: ignore[reportAttributeAccessIssue]
                     c = c.encode() if isinstance(c, str) else c
                     n = len(c) if c else 0
                 if not n:
@@ -1073,6 +1088,12 @@ class Text:
                 raise ValueError("mail_body chunks must be str or bytes")
             for w in range(0, len(c), size):
                 yield c, w, min(w + size, len(c))
+
+
+def _line_end(data, i, j, cr):
+    # The last CR or LF in data[i:j], or -1; cr: data has a CR.
+    e = data.rfind(b"\n", i, j)
+    return max(e, data.rfind(b"\r", i, j)) if cr else e
 
 
 def _has_8bit(data, i, j):
@@ -1110,16 +1131,23 @@ class _Plain:
             # CPython: C-level replace() beats a loop over lines, and its heap does not fragment.
             self.cr = data[j - 1] == 13
             w = data[i : j - self.cr]
-            if w.find(b"\r") >= 0:
-                w = w.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            w = w.replace(b"\n", b"\r\n") + b"\r\n" * self.cr
+            cr = w.count(b"\r")
+            if not cr:
+                w = w.replace(b"\n", b"\r\n")
+            elif not cr == w.count(b"\r\n") == w.count(b"\n"):  # CRLF already: as it is
+                w = w.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+            if self.cr:
+                w += b"\r\n"
             if out.dots:
                 if self.bol and w[:1] == b".":
                     out.stuff()
                 if w.find(b"\n.") >= 0:
                     out.stuffed += w.count(b"\n.")
                     w = w.replace(b"\n.", b"\n..")
-            out.put(w)
+            if out.n + len(w) > len(out.buf):
+                out.big = w  # sent after the buffer, before anything else goes in
+            else:
+                out.put(w)
             self.bol = w[-1:] == b"\n"
             return
         # MicroPython: line by line from the window into the output buffer (slice assignments,
@@ -1167,6 +1195,7 @@ class Output:
     and each adds at most the other half. Also what the replies to the commands said."""
 
     counting = False
+    big = None  # CPython: a window too large for the buffer, sent right after it
 
     def __init__(self, client, msg):
         self.client = client
@@ -1192,17 +1221,19 @@ class Output:
         self.stuffed += 1
 
     def full(self):
-        return self.n >= len(self.buf) // 2
+        return self.n >= len(self.buf) // 2 or self.big
 
     def begin(self):
         self.start = self.total + self.n
         self.stuffed = 0
 
     def flush(self):
-        if self.n:
-            yield from self.client._send(self.mv[: self.n], "DATA")
-            self.total += self.n
-            self.n = 0
+        for b in (self.mv[: self.n], self.big):
+            if b:
+                yield from self.client._send(b, "DATA")
+                self.total += len(b)
+        self.n = 0
+        self.big = None
 
     def terminate(self):
         end = self.total + self.n
@@ -1509,6 +1540,23 @@ def _load(module):
         if module not in str(e):  # it is installed but could not import: say so
             raise
         return None
+
+
+_F = 0  # smtp_duo_fast once looked for: the module or None
+
+
+def native():
+    """smtp_duo_fast (the hot path in native code) if it imports here, else None: then the
+    same octets come from bytecode. MicroPython only."""
+    global _F
+    if _F == 0:
+        _F = None
+        if _MICROPYTHON:
+            try:
+                _F = __import__("smtp_duo_fast")
+            except Exception:  # not installed, or this port has no native emitter
+                pass
+    return _F
 
 
 def __getattr__(name):

@@ -4,7 +4,7 @@
 # it in step with smtp_duo.py.
 
 from typing import (
-    Any, Callable, Final, Generator, Iterable, Iterator, Literal, Mapping, Protocol, Sequence,
+    Any, Callable, ClassVar, Final, Generator, Iterable, Iterator, Literal, Mapping, Protocol, Sequence,
 )
 
 __version__: Final[str]
@@ -236,6 +236,7 @@ def phrase(text: str, encode: bool = False) -> list[bytes]: ...
 def mailbox(name: str | None, addr: str) -> list[bytes]: ...
 def header(out: Any, name: bytes, tokens: list[bytes]) -> Generator[_Request, Any, None]: ...
 def tls_error(e: BaseException, port: int) -> SMTPTLSError: ...
+def native() -> Any: ...
 
 # (authentication_type, name, respond(user, secret, step, challenge) -> response or None)
 MECHANISMS: list[tuple[int, bytes, Callable[[bytes, bytes, int, bytes | None], bytes | None]]]
@@ -292,7 +293,8 @@ class Text:
     def feed(self, sink: Any, size: int, out: Any) -> Generator[_Request, Any, None]: ...
 
 class Output:
-    # (and the class attribute counting = False: a counter's is True)
+    counting: ClassVar[bool]  # False; a counter's is True
+    big: ClassVar[bytes | bytearray | None]  # CPython: a window too large for buf, sent right after it
     client: SMTPClient
     msg: Message
     buf: bytearray

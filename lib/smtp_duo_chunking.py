@@ -7,7 +7,7 @@ import smtp_duo
 
 
 class _Count:
-    # The output interface (README section 10), counting what would be sent without dots.
+    # The output interface (README section 3, Extensions), counting what would be sent without dots.
     dots = False
     counting = True
     unknown = False  # a part's size cannot be known before it is sent (a one-shot stream)
@@ -64,7 +64,7 @@ class Chunk(smtp_duo.Output):
         self.begun = True
 
     def flush(self):
-        if self.begun and self.total + self.n - self.start > (self.msg.size or 0):
+        if self.begun and self.total + self.n + len(self.big or b"") - self.start > (self.msg.size or 0):
             raise _changed()
         yield from smtp_duo.Output.flush(self)
 

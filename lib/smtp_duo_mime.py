@@ -1,11 +1,11 @@
 # smtp_duo_mime: multipart mail for smtp_duo. Attachments streamed in base64 through the
 # client's fixed buffers, an HTML alternative to the text, extra headers. smtp_duo imports it
 # when a mail uses html=, attachments= or headers=; a board that sends plain text leaves it out.
-# It uses smtp_duo's extension surface (README section 10). MIT licence.
+# It uses smtp_duo's extension surface (README section 3, Extensions). MIT licence.
 
 import binascii
 
-from smtp_duo import Text, address_list, check_text, header, mailbox, phrase, unique
+from smtp_duo import Text, address_list, check_text, header, mailbox, native, phrase, unique
 
 # Refused in headers=: what smtp_duo writes itself (Bcc never: it would show the blind
 # copies), every Content-* (the MIME structure is smtp_duo's), and the trace and resent
@@ -252,6 +252,7 @@ class _Attachment:
         lines = min(len(self.buf) // _LINE_IN, len(out.buf) // 2 // 78)
         step = lines * _LINE_IN  # whole lines per read, at most half the output buffer encoded
         src = self.src
+        fast = native()
         mem = isinstance(src, (bytes, bytearray, memoryview))
         if mem:
             mv = memoryview(src)
@@ -282,7 +283,8 @@ class _Attachment:
                     if not k:
                         break
                     n += k
-            for k in range(base, base + n, _LINE_IN):  # a line at a time: small temporaries
+            done = fast and fast.base64(out, mv, base, base + n)
+            for k in range(base, base + n, _LINE_IN) if not done else ():  # small temporaries
                 if _NO_NEWLINE:
                     out.put(_b2a(mv[k : min(k + _LINE_IN, base + n)], newline=False))
                 else:

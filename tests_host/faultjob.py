@@ -47,6 +47,7 @@ for _name in ("smtp_duo_chunking", "smtp_duo_explain", "smtp_duo_qp", "smtp_duo_
         __import__(_name)
     except ImportError:
         pass
+smtp_duo.native()  # smtp_duo_fast (MicroPython), loaded from a body's second window on
 try:
     import asyncio
 

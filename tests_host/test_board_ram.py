@@ -111,7 +111,9 @@ Q32_KEPT_TARGET = 16 * 1024  # heap kept after importing the core's .mpy on the 
 
 
 def test_core_mpy_stays_under_todays_size(report):
-    assert report["modules"][0]["mpy_bytes"] <= 24_000, report["modules"][0]
+    # 24,000 until issue 15's hot path (exact line lengths, CPython's large windows, smtp_duo_fast's
+    # hook) added about 310 B.
+    assert report["modules"][0]["mpy_bytes"] <= 24_400, report["modules"][0]
 
 
 @pytest.mark.xfail(strict=True, reason="issue 13: smtp_duo.mpy is 23,969 B, the target 12,000 B "

@@ -282,6 +282,19 @@ print("HEAP " + json.dumps(r))
 """
 
 
+def test_native_hot_path_writes_what_the_bytecode_writes_on_the_board(board, tmp_path):
+    # smtp_duo_fast frozen for this CPU (Thumb-2 native code, 32-bit): random bodies and windows,
+    # scan states, plain text, base64 and whole mails equal to the bytecode's and the definition.
+    script = tmp_path / "hotpath_on_board.py"
+    hot = without(source("hotpath_portable.py"), "from memserver import MemClient, MemServer")
+    script.write_text(source("memserver.py") + "\n" + hot + "\nREPEAT = 1\nPARTS = 16\nprint('HOT ' + json.dumps(run(100, 5)))\n",
+                      encoding="utf-8")
+    r = marker(board.run(script, timeout=300), "HOT")
+    print("\nnative hot path on the board: %d cases, fast %s, %d failed" % (r["cases"], r["fast"], r["failed"]))
+    assert r["fast"], "smtp_duo_fast is not frozen in the board's firmware"
+    assert r["failed"] == 0, r["failures"]
+
+
 def test_one_mib_body_streams_with_a_flat_heap(board, tmp_path):
     script = tmp_path / "heap_on_board.py"
     # The in-memory server and the probe only: the portable tests' bytecode would take the heap

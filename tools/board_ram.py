@@ -99,7 +99,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # the repository's root: for hostkit/
 from hostkit import qemu  # noqa: E402
-from hostkit.mpy import MpyCrossError, compile_mpy, mpy_cross_version  # noqa: E402
+from hostkit.mpy import MpyCrossError, compile_mpy, is_native, mpy_cross_version  # noqa: E402
 from hostkit.qemu import FLASH_ADDR, FLASH_BYTES, MOUNT  # noqa: E402
 
 LIB = ROOT / "lib"
@@ -666,6 +666,10 @@ def measure(names=None, quick=False, runtimes=("Q32", "U64"), frozen=True, verbo
         tmp = Path(tmp)
         sizes = stage(all_modules, tmp / "u64")  # U64 imports from here, Q32 from a copy on its flash
         shutil.copytree(tmp / "u64", tmp / "q32" / "fs")
+        for m in all_modules:
+            if is_native(m.path):  # native code (smtp_duo_fast): the board's CPU, a Cortex-M3
+                compile_mpy(m.path, tmp / "q32" / "fs" / "lib" / (m.name + ".mpy"), name=m.path.name,
+                            arch="armv7m")
         for entry in result["modules"]:
             entry["mpy_bytes"] = sizes[entry["name"]]
 

@@ -303,7 +303,7 @@ write_manifest() { # target -> path of its board manifest
 }
 
 build_unix() {
-    local t0 out manifest log check got
+    local t0 out manifest log check got march
     t0=$(now)
     out=$(output_of unix)
     manifest=$(write_manifest unix)
@@ -311,8 +311,14 @@ build_unix() {
     : >"$log"
     say "building the unix port with smtp_duo frozen (log: $log)"
     forget_frozen "$srcdir/ports/unix/build-standard"
+    # smtp_duo_fast is native code: frozen for this CPU (the board ports set their own -march).
+    case $(uname -m) in
+        x86_64) march=x64 ;;
+        i?86) march=x86 ;;
+        *) die "no MicroPython native emitter for $(uname -m): smtp_duo_fast cannot be frozen" ;;
+    esac
     run_make "$log" -C "$srcdir/ports/unix" -j"$jobs" VARIANT=standard \
-        FROZEN_MANIFEST="$manifest" MPY_LIB_DIR="$libdir" \
+        FROZEN_MANIFEST="$manifest" MPY_LIB_DIR="$libdir" MPY_CROSS_FLAGS="-march=$march" \
         MICROPY_PY_BTREE=0 MICROPY_PY_FFI=0 MICROPY_SSL_MBEDTLS=0 MICROPY_SSL_AXTLS=0 MICROPY_PY_SSL=0
     cp -- "$srcdir/ports/unix/build-standard/micropython" "$out.tmp"
     mv -f -- "$out.tmp" "$out"

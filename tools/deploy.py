@@ -43,7 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # the repository's root: for hostkit/
-from hostkit.mpy import MpyCrossError, compile_mpy, find_tool  # noqa: E402
+from hostkit.mpy import MpyCrossError, compile_mpy, find_tool, is_native  # noqa: E402
 
 LIB = ROOT / "lib"
 SELFTEST = Path(__file__).resolve().parent / "board_selftest.py"
@@ -55,8 +55,15 @@ architecture: the same file loads on any board (ESP32, Pico W, ...) running Micr
 newer, and the board does not have to compile the source (which needs far more RAM than the
 library itself). --mpy ARCH passes -march=ARCH to mpy-cross (armv6m: RP2040, xtensawin: ESP32,
 rv32imc: ESP32-C3, armv7m: RP2350); that only changes code marked @native/@viper, and smtp_duo
-has none, so the result is the same bytecode. --py copies the .py sources instead (for reading
-or editing them on the board; importing them compiles them there)."""
+has none, so the result is the same bytecode. smtp_duo_fast (--ext fast) is native code: without
+--mpy the board is asked for its architecture (sys.implementation._mpy) and the .mpy built for
+it; a board that has no native emitter gets the .py, which then does not import (the library
+works without it). --py copies the .py sources instead (for reading or editing them on the
+board; importing them compiles them there)."""
+
+# sys.implementation._mpy >> 10 & 15: MicroPython's native architecture numbers
+BOARD_ARCHES = {1: "x86", 2: "x64", 3: "armv6", 4: "armv6m", 5: "armv7m", 6: "armv7em", 7: "armv7emsp",
+                8: "armv7emdp", 9: "xtensa", 10: "xtensawin", 11: "rv32imc", 12: "rv64imc"}
 
 
 def lib_version():
@@ -88,6 +95,9 @@ def build(args, out_dir):
                          "(or use --py)")
     files = []
     for n in names:
+        if is_native(LIB / (n + ".py")) and not args.mpy:
+            files.append(LIB / (n + ".py"))  # native code is per CPU: the board compiles it
+            continue
         # -s: the name tracebacks on the board show (not this PC's path)
         try:
             files.append(compile_mpy(LIB / (n + ".py"), Path(out_dir) / (n + ".mpy"), name=n + ".py",
@@ -368,6 +378,19 @@ def build_only(args):
     return 0
 
 
+def board_arch(mpremote, args):
+    """The board's native architecture for mpy-cross -march, or None (no native emitter)."""
+    code = "import sys\nprint('ARCH', getattr(sys.implementation, '_mpy', 0) >> 10 & 15)"
+    cmd = mpremote + ["connect", args.port] + (["resume"] if args.no_soft_reset else []) + ["exec", code]
+    rc, lines = run_mpremote(cmd, timeout=60)
+    for line in lines:
+        if line.startswith("ARCH "):
+            arch = BOARD_ARCHES.get(int(line.split()[1]))
+            print("deploy: the board's architecture: %s" % (arch or "none (no native code)"), flush=True)
+            return arch
+    raise SystemExit("deploy: could not ask the board for its architecture (mpremote exit %d)" % rc)
+
+
 def selftest_on_unix_port(args):
     """--unix-port: the self-test script, as a board would get it, run by the unix port."""
     settings = selftest_settings(args)
@@ -398,6 +421,8 @@ def main(argv=None):
         return 1
     version = lib_version()
     names = module_names(args)
+    if not (args.py or args.mpy) and any(is_native(LIB / (n + ".py")) for n in names):
+        args.mpy = board_arch(mpremote, args)
     with tempfile.TemporaryDirectory(prefix="smtp_duo_deploy.") as tmp:
         files = build(args, tmp)
         chain = ["exec", prepare_code(files), "+", "cp"] + [str(f) for f in files] + [":/lib/"]

@@ -13,6 +13,8 @@ micropython-lib's tools/build.py publishes:
 
   package/6/<name>/<version>.json   the package: .mpy files (mpy-cross bytecode, .mpy version 6,
   package/6/<name>/latest.json        which MicroPython 1.19 to 1.29 load on any board)
+                                    (a module with native code, smtp_duo_fast, as its .py: a .mpy
+                                    of native code runs on one CPU only; the board compiles it)
   package/py/<name>/...             the same with the .py sources (mip.install(..., mpy=False),
                                       mpremote mip install --no-mpy)
   file/<xx>/<hash>                  every file, named by the first 8 hex digits of its sha256
@@ -51,7 +53,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # the repository's root: for hostkit/
-from hostkit.mpy import MpyCrossError, compile_mpy, mpy_cross_cmd, mpy_cross_version  # noqa: E402
+from hostkit.mpy import MpyCrossError, compile_mpy, is_native, mpy_cross_cmd, mpy_cross_version  # noqa: E402
 
 CORE = "smtp-duo"
 HASH_LEN = 8  # micropython-lib's default prefix; a collision fails the build
@@ -210,10 +212,13 @@ def build(out, root=ROOT, mpy_cross=None, log=print):
             deps = [[d, version] for d in p.deps]  # pinned to this release: see the module's doc
             variants = {major: [], "py": []}
             for dest, src in p.files:
-                mpy_name = dest[:-3] + ".mpy"
-                with tempfile.TemporaryDirectory() as tmp:
-                    data = bytecode(cmd, src, dest, Path(tmp) / mpy_name)
-                variants[major].append([mpy_name, files.add(data)])
+                if is_native(src):  # native code is per CPU: the board compiles the source
+                    variants[major].append([dest, files.add(src.read_bytes())])
+                else:
+                    mpy_name = dest[:-3] + ".mpy"
+                    with tempfile.TemporaryDirectory() as tmp:
+                        data = bytecode(cmd, src, dest, Path(tmp) / mpy_name)
+                    variants[major].append([mpy_name, files.add(data)])
                 variants["py"].append([dest, files.add(src.read_bytes())])
             for variant, hashes in variants.items():
                 doc = {"v": PACKAGE_JSON_V, "hashes": hashes, "deps": deps, "version": version}

@@ -99,7 +99,7 @@ def main(argv=None):
                 print("%s: bytecode only; the .mpy is byte-identical for %s (one file fits every board)"
                       % (module, ", ".join(ARCHS)))
             else:
-                print("%s: the .mpy DIFFERS between architectures (native code?)" % module)
+                print("%s: native code: one .mpy per architecture (the board's -march)" % module)
     failed = [e for r in rows for e in r["errors"]]
     for e in failed:
         print("FAILED:", e, file=sys.stderr)

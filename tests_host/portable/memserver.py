@@ -24,6 +24,8 @@ class Collect:
     # Where the next octet goes, as on Output: writers may assign buf[n:...] directly (here
     # always at the end, which extends it) and then set n, which the growing buffer tracks.
     n = property(lambda self: len(self.buf), lambda self, value: None)
+    # A window too large for Output's buffer (CPython's plain text) goes here: at the end too.
+    big = property(lambda self: None, lambda self, data: self.buf.extend(data))
 
     def stuff(self):
         self.buf.append(0x2E)
