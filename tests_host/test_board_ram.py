@@ -116,7 +116,7 @@ def test_core_mpy_stays_under_todays_size(report):
     assert report["modules"][0]["mpy_bytes"] <= 24_400, report["modules"][0]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: smtp_duo.mpy is 23,969 B, the target 12,000 B "
+@pytest.mark.xfail(strict=True, reason="issue 13: smtp_duo.mpy is 24,361 B, the target 12,000 B "
                                        "(README section 7 says which parts hold it back)")
 def test_core_mpy_meets_the_target(report):
     assert report["modules"][0]["mpy_bytes"] <= MPY_TARGET
@@ -128,7 +128,7 @@ def test_core_import_on_the_32_bit_board_stays_under_todays_need(report):
     assert core["mpy"]["kept"] <= 40 * 1024, core["mpy"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: compiling the core's .py needs about 174 KB free on "
+@pytest.mark.xfail(strict=True, reason="issue 13: compiling the core's .py needs about 178 KB free on "
                                        "the 32-bit board, the target 64 KB")
 def test_core_py_import_on_the_32_bit_board_meets_the_target(report):
     assert runtime(report, "Q32")["rows"]["smtp_duo"]["py"]["least_free"] <= Q32_PY_TARGET

@@ -417,8 +417,8 @@ def test_portable_tests_pass_against_the_mip_installed_core(ram_board, ram_insta
 # -- c. a board the size of an ESP32_GENERIC ---------------------------------------------------------
 
 # tools/board_ram.py --runtime q32 smtp_duo: compiling lib/smtp_duo.py on the board needs this
-# much free heap (the .mpy: 42,848 B); the 112 KB board has about 108 KB free after its boot.
-PY_NEEDS = "174,432 B"
+# much free heap (the .mpy: 44,384 B); the 112 KB board has about 108 KB free after its boot.
+PY_NEEDS = "177,504 B"
 
 
 class DoesNotFit(AssertionError):
