@@ -118,8 +118,15 @@ _Addresses = str | list[str] | tuple[str, ...]
 _MailBody = str | bytes | bytearray | memoryview | _ReadInto | _Read | Iterable[str | bytes | bytearray]
 # An attachment (smtp_duo_mime): (filename, source) or (filename, source, content_type), the
 # source in RAM or an open binary file (streamed); content_type None: application/octet-stream.
+# An inline image, shown by the HTML as cid:<content_id>: (filename, source, content_type,
+# content_id), or an smtp_duo_mime.Inline (content_id None: made, as its .cid).
 _AttachmentSource = bytes | bytearray | memoryview | _ReadInto | _ReadBytes
-_Attachment = tuple[str, _AttachmentSource] | tuple[str, _AttachmentSource, str | None]
+
+class _Inline(Protocol):
+    cid: str
+
+_Attachment = (tuple[str, _AttachmentSource] | tuple[str, _AttachmentSource, str | None]
+               | tuple[str, _AttachmentSource, str | None, str | None] | _Inline)
 # Extra headers (smtp_duo_mime): {name: value} or (name, value) pairs; Reply-To and Sender take
 # addresses, the others text.
 _Headers = Mapping[str, _Addresses] | Sequence[tuple[str, _Addresses]]

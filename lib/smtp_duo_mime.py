@@ -74,20 +74,41 @@ def extra_headers(headers):
 
 def compose(msg, html, attachments, headers, buf):
     """Build the mail's MIME structure (smtp_duo.Message calls this): its extra headers, the
-    entity under its header (multipart/alternative for text + HTML, multipart/mixed around
-    it with attachments) and its text parts."""
+    entity under its header (multipart/alternative for text + HTML, multipart/related around
+    the HTML and its inline images, multipart/mixed around it with attachments) and its text
+    parts."""
     if headers:
         msg.extra = extra_headers(headers)
+    if attachments and not isinstance(attachments, (list, tuple)):
+        raise ValueError("attachments must be a list of (filename, source, content_type)")
+    files = []
+    images = []
+    for a in attachments or ():
+        # Inline in attachments=, not a new keyword: the core passes only what it has.
+        if not isinstance(a, Inline):
+            a = Inline(*a) if isinstance(a, (tuple, list)) and len(a) == 4 else _Attachment(a)
+        a.buf = buf
+        if isinstance(a, Inline):
+            key = a.cid.lower()  # clients compare cid: URLs loosely: one spelling per mail
+            for b in images:
+                if b.cid.lower() == key:
+                    raise ValueError("content_id %r is used twice in this mail" % a.cid)
+            images.append(a)
+        else:
+            files.append(a)
     text = msg.text
     texts = [text]
     top = text
     if html is not None:
         texts.append(Text(html, b"html", buf))
-        top = _Multipart(b"alternative", texts[:], texts)
-    if attachments:
-        if not isinstance(attachments, (list, tuple)):
-            raise ValueError("attachments must be a list of (filename, source, content_type)")
-        top = _Multipart(b"mixed", [top] + [_Attachment(a, buf) for a in attachments], texts)
+        rich = texts[1]
+        if images:  # RFC 2387: the HTML first, its images after it
+            rich = _Multipart(b'related; type="text/html"', [rich] + images, texts[1:])
+        top = _Multipart(b"alternative", [text, rich], texts)
+    elif images:
+        raise ValueError("inline images need html= that shows them (<img src=\"cid:...\">)")
+    if files:
+        top = _Multipart(b"mixed", [top] + files, texts)
     msg.top = top
     msg.texts = texts
 
@@ -207,7 +228,9 @@ class _Attachment:
     """(filename, source, content_type): source is bytes, bytearray, memoryview or an open
     binary file, read a buffer at a time and sent base64 in 76-character lines."""
 
-    def __init__(self, spec, buf):
+    disposition = b"attachment;"
+
+    def __init__(self, spec, buf=b""):
         if not isinstance(spec, (tuple, list)) or len(spec) not in (2, 3):
             raise ValueError("an attachment is (filename, source, content_type)")
         filename, src = spec[0], spec[1]
@@ -217,7 +240,7 @@ class _Attachment:
         ct = spec[2] if len(spec) == 3 and spec[2] is not None else "application/octet-stream"
         self.type_tokens = _content_type(ct)
         self.filename = filename
-        self.buf = buf
+        self.buf = buf  # the client's chunk buffer (compose() gives it)
         self.src = src
         self.start = None
         self.size = None
@@ -238,7 +261,7 @@ class _Attachment:
         tokens[-1] = tokens[-1] + b";"
         yield from header(out, b"Content-Type", tokens + _param_tokens(b"name", self.filename))
         yield from header(out, b"Content-Disposition",
-                           [b"attachment;"] + _param_tokens(b"filename", self.filename))
+                           [self.disposition] + _param_tokens(b"filename", self.filename))
         yield from header(out, b"Content-Transfer-Encoding", [b"base64"])
 
     def write(self, out):
@@ -295,6 +318,33 @@ class _Attachment:
                 yield from out.flush()
             if n < step:
                 return
+
+
+_CID_CHARS = b"!#$&'*+-./=?^_`{|}~@"  # RFC 5322 atext, "." and "@": no quoting, no % escapes
+
+
+class Inline(_Attachment):
+    """An image shown in the HTML part: Inline(filename, source, content_type, content_id),
+    in attachments=. The HTML refers to it as cid:<content_id>; without one, a unique id is
+    made (self.cid). Streamed like an attachment, inside multipart/related."""
+
+    disposition = b"inline;"
+
+    def __init__(self, filename, source, content_type="image/jpeg", content_id=None):
+        _Attachment.__init__(self, (filename, source, content_type))
+        if content_id is None:
+            content_id = unique(12) + "@smtp-duo"
+        if not isinstance(content_id, str) or not 0 < len(content_id) <= 200:
+            raise ValueError("content_id must be a str of 1 to 200 characters: %r" % (content_id,))
+        for c in content_id.encode():  # octets: a str's characters would each be interned
+            if not (48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122 or c in _CID_CHARS):
+                raise ValueError("content_id %r: only ASCII letters, digits and %s (no <>, spaces or "
+                                 "line breaks)" % (content_id, _CID_CHARS.decode()))
+        self.cid = content_id
+
+    def head(self, out):
+        yield from _Attachment.head(self, out)
+        yield from header(out, b"Content-ID", [b"<" + self.cid.encode() + b">"])
 
 
 def b64encode_into(src, dst, start=0):

@@ -18,6 +18,7 @@ import email.policy
 import email.utils
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -604,3 +605,103 @@ def test_esp32_only_and_pico_only_settings(board, micropython, mpy_dir, tmp_path
         message = "OUTBOX_DIR in config.py must be None or a string, not int"
     run = run_boot(micropython, mpy_dir, tmp_path, board, text, raws=[1000], until_s=UNTIL_S)
     check_config_problem(run, message)
+
+
+# -- the camera alert (board/esp32_cam/main.py, issue 16): a snapshot inline in the HTML ---------
+
+CAM_APP = ROOT / "board" / "esp32_cam" / "main.py"
+CAM_PLACEHOLDER = "def capture():"
+FRAME = b"\xff\xd8" + bytes(range(256)) * 192 + b"\xff\xd9"  # what the edited capture() returns
+# ESP32 camera boards carry PSRAM (MicroPython's heap is megabytes there): the app holds a frame.
+CAM_HEAP = "512k"
+
+
+def run_cam(micropython, mpy_dir, tmp_path, raws, capture=None, wifi=()):
+    """The camera app under the ESP32 stand-ins; capture: the body of a capture() the user
+    wrote (as a driver would be plugged in), None for the placeholder as shipped."""
+    app = CAM_APP.read_text()
+    assert app.count(CAM_PLACEHOLDER) == 1
+    if capture is not None:  # the user's own capture() defined after the placeholder replaces it
+        app = app.replace("\ndef stop(problem):",
+                          "\ndef capture():\n    %s\n\n\ndef stop(problem):" % capture, 1)
+    (tmp_path / "cam_main.py").write_text(app)
+    scenario = {"board": "esp32", "readings": raws, "wifi": list(wifi), "ntp": [], "ntp_default": True,
+                "boot_epoch": BOOT_EPOCH, "ntp_epoch": NTP_EPOCH}
+    (tmp_path / "scenario.json").write_text(json.dumps(scenario))
+    path = [str(BOARDSHIM), str(tmp_path), str(mpy_dir), ".frozen"]
+    env = dict(os.environ, MICROPYPATH=os.pathsep.join(path),
+               BOARDSIM_SCENARIO=str(tmp_path / "scenario.json"))
+    proc = subprocess.run([str(micropython), "-X", "heapsize=" + CAM_HEAP, "cam_main.py"],
+                          capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    run = Run(proc)
+    info = info_of(run)
+    assert proc.returncode == 1 and "ScenarioEnd: %d scripted readings done" % len(raws) in proc.stderr, info
+    assert "Traceback" not in proc.stdout and run.app_lines("camera alert mailer, smtp_duo"), info
+    return run
+
+
+def inline_image(msg):
+    """The picture the HTML shows: the structure alternative(text, related(html, image)), the
+    one cid: in the HTML naming exactly one part."""
+    assert msg.get_content_type() == "multipart/alternative"
+    plain, related = msg.iter_parts()
+    assert plain.get_content_type() == "text/plain" and related.get_content_type() == "multipart/related"
+    html, image = related.iter_parts()
+    [cid] = re.findall(r'src="cid:([^"]+)"', html.get_content())
+    hits = [p for p in msg.walk() if str(p.get("Content-ID", "")).strip() == "<%s>" % cid]
+    assert hits == [image] and image.get_content_type() == "image/jpeg"
+    assert image.get_content_disposition() == "inline"
+    return image.get_payload(decode=True)
+
+
+def test_camera_alert_mails_the_frame_inline(micropython, mpy_dir, smtpd, tmp_path):
+    ctl = smtpd()
+    cfg = write_config(tmp_path, ctl.port)
+    # 1 alert: mailed; 2 still above: nothing; 3 re-armed; 4 alert again within
+    # MIN_MAIL_INTERVAL_S: no second mail.
+    raws, v = script("esp32", cfg, [25.0, 31.0, 31.5, 27.0, 31.2])
+    run = run_cam(micropython, mpy_dir, tmp_path, raws,
+                  capture="return b'\\xff\\xd8' + bytes(range(256)) * 192 + b'\\xff\\xd9'")
+    assert run.rounds_with(app_says("mail: sent:")) == [1], info_of(run)
+    assert run.app_lines("camera: %d bytes" % len(FRAME)), info_of(run)
+    [msg] = mails(ctl)
+    assert str(msg["subject"]) == "[greenhouse] motion: %.1f" % v[1]
+    assert msg["x-priority"].startswith("1")
+    assert inline_image(msg) == FRAME
+    assert msg.get_body(("plain",)).get_content().replace("\r\n", "\n") == \
+        "greenhouse reads %.1f (alert at %.1f).\n" % (v[1], ALERT)
+
+
+@pytest.mark.parametrize("capture", [None, "raise OSError('camera not found')"],
+                         ids=["placeholder", "raises"])
+def test_camera_alert_falls_back_to_the_snapshot_in_flash(capture, micropython, mpy_dir, smtpd, tmp_path):
+    ctl = smtpd()
+    cfg = write_config(tmp_path, ctl.port)
+    stored = b"\xff\xd8" + os.urandom(40 * 1024) + b"\xff\xd9"
+    (tmp_path / "snapshot.jpg").write_bytes(stored)
+    raws, _ = script("esp32", cfg, [25.0, 31.0])
+    run = run_cam(micropython, mpy_dir, tmp_path, raws, capture=capture)
+    said = "camera: capture failed (OSError('camera not found',)" if capture else "camera: no frame"
+    assert run.app_lines(said), info_of(run)
+    [msg] = mails(ctl)
+    assert inline_image(msg) == stored
+
+
+def test_camera_alert_goes_through_the_outbox_when_wifi_is_down(micropython, mpy_dir, smtpd, tmp_path):
+    # Wi-Fi fails at start-up and for the alert (three attempts each): the alert is stored in
+    # the outbox as text; at the next reading Wi-Fi is back and the outbox sends it.
+    ctl = smtpd()
+    box = tmp_path / "outbox"
+    cfg = write_config(tmp_path, ctl.port, OUTBOX_DIR=str(box))
+    (tmp_path / "snapshot.jpg").write_bytes(FRAME)
+    raws, v = script("esp32", cfg, [25.0, 31.0, 25.0])
+    run = run_cam(micropython, mpy_dir, tmp_path, raws, wifi=["never"] * 6)
+    assert run.rounds_with(app_says("outbox: stored, 1 waiting")) == [1], info_of(run)
+    assert run.rounds_with(app_says("outbox: sent 1, 0 waiting")) == [2], info_of(run)
+    assert [e["outcome"] for e in run.events("connect")] == ["never"] * 6 + [1]
+    [msg] = mails(ctl)
+    assert subject_body(msg) == ("[greenhouse] motion: %.1f" % v[1],
+                                 "greenhouse reads %.1f (alert at %.1f).\n(The snapshot could not be "
+                                 "sent: no Wi-Fi.)\n" % (v[1], ALERT))
+    assert not msg.is_multipart()
+    assert os.listdir(box) == ["failed"]

@@ -309,7 +309,18 @@ def check_unix_block(block, code, out, servers, cwd):
     for m in got:  # the body as written, where the block gives it as a literal
         body = m["msg"].get_body(("plain",)).get_content().replace("\r\n", "\n")
         assert body.strip() and body.strip() in code.replace("\\n", "\n") or "second" in body, (body, code)
-    if "attachments=" in code:
+    if "cid:" in code:  # inline images (issue 16): each cid: in the HTML names exactly one part
+        [m] = got
+        msg = m["msg"]
+        refs = re.findall(r"cid:([^\"']+)", msg.get_body(("html",)).get_content())
+        assert refs, msg
+        for ref in refs:
+            hits = [p for p in msg.walk() if str(p.get("Content-ID", "")).strip() == "<%s>" % ref]
+            assert len(hits) == 1 and hits[0].get_payload(decode=True) == (cwd / "snap.jpg").read_bytes(), ref
+        assert [p.get_content_type() for p in msg.walk()] == [
+            "multipart/mixed", "multipart/alternative", "text/plain", "multipart/related", "text/html",
+            "image/jpeg", "text/csv"]
+    elif "attachments=" in code:
         [m] = got
         names = sorted(p.get_filename() for p in m["msg"].iter_attachments())
         assert names == ["log.csv", "snap.jpg", "status.json"], names
