@@ -4,6 +4,7 @@
 # It uses smtp_duo's extension surface (README section 3, Extensions). MIT licence.
 
 import binascii
+import sys
 
 from smtp_duo import Text, address_list, check_text, header, mailbox, native, phrase, unique
 
@@ -22,6 +23,7 @@ try:  # newline=False saves a copy per line (MicroPython 1.2x and CPython have i
     _NO_NEWLINE = _b2a(b"", newline=False) == b""
 except TypeError:
     _NO_NEWLINE = False
+_CPYTHON = sys.implementation.name != "micropython"  # RAM is no object: whole reads, one join
 
 
 # -- headers= ------------------------------------------------------------------------------------
@@ -272,7 +274,7 @@ class _Attachment:
                 out.n += _base64_size(self.size)
             return
         yield from out.flush()  # the part's headers are in the buffer: room for half of it
-        lines = min(len(self.buf) // _LINE_IN, len(out.buf) // 2 // 78)
+        lines = 1150 if _CPYTHON else min(len(self.buf) // _LINE_IN, len(out.buf) // 2 // 78)
         step = lines * _LINE_IN  # whole lines per read, at most half the output buffer encoded
         src = self.src
         fast = native()
@@ -283,7 +285,7 @@ class _Attachment:
         else:
             if self.start is not None:
                 src.seek(self.start)
-            mv = memoryview(self.buf)
+            mv = memoryview(bytearray(step) if _CPYTHON else self.buf)
             into = hasattr(src, "readinto")
         i = 0
         while True:
@@ -307,6 +309,10 @@ class _Attachment:
                         break
                     n += k
             done = fast and fast.base64(out, mv, base, base + n)
+            if _CPYTHON and n:  # one encoding, one join: sent after the buffer (Output.big)
+                enc = binascii.b2a_base64(mv[base : base + n], newline=False)
+                out.big = b"\r\n".join([enc[k : k + 76] for k in range(0, len(enc), 76)] + [b""])
+                done = True
             for k in range(base, base + n, _LINE_IN) if not done else ():  # small temporaries
                 if _NO_NEWLINE:
                     out.put(_b2a(mv[k : min(k + _LINE_IN, base + n)], newline=False))
