@@ -964,10 +964,10 @@ class Text:
         self.eight = self.long = False
         if self.kind < 3:
             self.size = self._run = 0
-            self._cr = self._dot = False
+            self._cr = False
             for data, i, j in self._windows(len(buf) if _MICROPYTHON else _CHUNK):
                 self._scan(data, i, j)
-            if self._run or self._dot:  # RFC 5321 4.1.1.4: a missing final CRLF is added
+            if self._run:  # RFC 5321 4.1.1.4: a missing final CRLF is added
                 self.size += 2
 
     def negotiate(self, e8):
