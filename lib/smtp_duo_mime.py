@@ -310,7 +310,7 @@ class _Attachment:
                     n += k
             done = fast and fast.base64(out, mv, base, base + n)
             if _CPYTHON and n:  # one encoding, one join: sent after the buffer (Output.big)
-                enc = binascii.b2a_base64(mv[base : base + n], newline=False)
+                enc = _b2a(mv[base : base + n], newline=False)
                 out.big = b"\r\n".join([enc[k : k + 76] for k in range(0, len(enc), 76)] + [b""])
                 done = True
             for k in range(base, base + n, _LINE_IN) if not done else ():  # small temporaries
