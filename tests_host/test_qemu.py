@@ -73,7 +73,7 @@ def without(text, line):
 def portable_module():
     """test_portable.py as a part of one script: MemServer, MemClient and Collect come from
     memserver.py above it."""
-    return without(source("test_portable.py"), "from memserver import Collect, MemClient, MemServer")
+    return without(source("test_portable.py"), "from memserver import Collect, MemClient, MemServer, rng")
 
 
 def md5_prelude(board):
@@ -286,7 +286,7 @@ def test_native_hot_path_writes_what_the_bytecode_writes_on_the_board(board, tmp
     # smtp_duo_fast frozen for this CPU (Thumb-2 native code, 32-bit): random bodies and windows,
     # scan states, plain text, base64 and whole mails equal to the bytecode's and the definition.
     script = tmp_path / "hotpath_on_board.py"
-    hot = without(source("hotpath_portable.py"), "from memserver import MemClient, MemServer")
+    hot = without(source("hotpath_portable.py"), "from memserver import MemClient, MemServer, rng")
     script.write_text(source("memserver.py") + "\n" + hot + "\nREPEAT = 1\nPARTS = 16\nprint('HOT ' + json.dumps(run(100, 5)))\n",
                       encoding="utf-8")
     r = marker(board.run(script, timeout=300), "HOT")

@@ -11,11 +11,10 @@
 import binascii
 import io
 import json
-import random
 import sys
 
 import smtp_duo
-from memserver import MemClient, MemServer
+from memserver import MemClient, MemServer, rng
 
 MICROPYTHON = sys.implementation.name == "micropython"
 FAST = smtp_duo.native()  # what the library would use here (None on CPython)
@@ -162,14 +161,6 @@ def plain(text, fast, window):
     return out.value(), out.stuffed
 
 
-def seeded(seed):
-    # A generator seeded with `seed` (MicroPython's random is one module-wide generator).
-    if hasattr(random, "Random"):
-        return random.Random(seed)
-    random.seed(seed)
-    return random
-
-
 def mail(client, server, data_source, attach):
     server.sent = []
     kw = {"message_id": "<1.hot@example.com>", "date": "Mon, 7 Dec 2026 12:00:00 +0000"}
@@ -185,7 +176,7 @@ def mail(client, server, data_source, attach):
 
 
 def run(cases=200, seed=1):
-    rnd = seeded(seed)
+    rnd = rng(seed)
     failures = []
     for case in range(cases):
         data = body(rnd)
@@ -195,7 +186,7 @@ def run(cases=200, seed=1):
         state = rnd.getrandbits(16)
         results = []
         for fast in [None] + ([FAST] if FAST else []):
-            got, states, text = scan(as_source(seeded(state), data), bufsize, fast)
+            got, states, text = scan(as_source(rng(state), data), bufsize, fast)
             w, stuffed = plain(text, fast, window)
             results.append((got, states, w, stuffed))
             if got != want[1:] or w != want[0] or stuffed != w.count(b"\n..") + w.startswith(b".."):
@@ -203,7 +194,7 @@ def run(cases=200, seed=1):
                                  "want": list(want[1:]), "wire_ok": w == want[0]})
         if len(results) == 2 and results[0] != results[1]:
             failures.append({"case": case, "fast_vs_general": "differ", "len": len(data)})
-        rnd = seeded(seed + case + 1)  # (MicroPython: as_source's seeding moved the generator)
+        rnd = rng(seed + case + 1)  # (MicroPython: as_source's seeding moved the generator)
     failures += run_mails(rnd, max(4, cases // 10))
     failures += run_base64(rnd, max(4, cases // 5))
     smtp_duo._F = FAST

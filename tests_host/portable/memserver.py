@@ -4,11 +4,21 @@
 # reply split into one-byte segments). Portable: MicroPython and CPython. Commands are answered
 # as they arrive, so a pipelined flight gets its replies together; `reads` counts the client's
 # reads, which is how often it waited for the server. BDAT chunks (RFC 3030) are taken by size.
-# Also Collect, the output the body and header writers fill when a test drives them directly.
+# Also Collect, the output the body and header writers fill when a test drives them directly,
+# and rng, the seeded generator the portable tests share.
 
 import errno
+import random
 
 import smtp_duo
+
+
+def rng(seed):
+    # MicroPython's random has no Random class: seed the module instead.
+    if hasattr(random, "Random"):
+        return random.Random(seed)
+    random.seed(seed)
+    return random
 
 
 class Collect:

@@ -6,11 +6,10 @@
 import binascii
 import errno
 import gc
-import random
 import sys
 
 import smtp_duo
-from memserver import Collect, MemClient, MemServer
+from memserver import Collect, MemClient, MemServer, rng
 from smtp_duo_qp import QP
 
 
@@ -44,14 +43,6 @@ def wire(chunks, sink_class=None):
 
 def b64(data):
     return binascii.b2a_base64(data)[:-1]
-
-
-def rng(seed):
-    # MicroPython's random has no Random class: seed the module instead.
-    if hasattr(random, "Random"):
-        return random.Random(seed)
-    random.seed(seed)
-    return random
 
 
 def rand_bytes(rnd, n, alphabet=None):
